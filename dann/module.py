@@ -1,0 +1,144 @@
+"""`DALightningModule`: the method-agnostic training step, metrics, optimiser and logging.
+
+One forward of cat([x_source, x_target]) through the feature extractor; label cross-entropy on
+the source rows; the method adds its own losses (DANN: domain BCE behind the GRL). lambda and the
+learning rate are pure functions of p = global_step / trainer.estimated_stepping_batches.
+All constructor arguments are plain dicts/numbers, so `save_hyperparameters` stores plain types
+and checkpoints load with `weights_only=True`.
+"""
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+
+from dann.data.datamodule import DOMAINS
+from dann.methods.base import AdaptationMethod
+from dann.models.heads import mlp_head
+from dann.schedules import lr_annealing
+
+
+class DALightningModule(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: dict,
+        method: dict,
+        schedule: dict,
+        optimizer: dict,
+        num_classes: int,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.feature_extractor = instantiate(backbone["features"])
+        width = self.feature_extractor.out_features
+        head = backbone["classifier"]
+        self.classifier = mlp_head(width, head["hidden"], num_classes, head.get("dropout", 0.0))
+        self.method: AdaptationMethod = instantiate(
+            method, in_features=width, num_classes=num_classes
+        )
+        self.lambda_schedule = instantiate(schedule)  # a function of p (`_partial_: true`)
+        self.total_steps: int | None = None
+
+        def acc():
+            return MulticlassAccuracy(num_classes, average="micro")
+
+        self.train_source_acc, self.train_domain_acc = acc(), BinaryAccuracy()
+        self.eval_acc = torch.nn.ModuleDict({d: acc() for d in DOMAINS})
+        self.eval_domain_acc = BinaryAccuracy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of (normalised) images."""
+        return self.classifier(self.feature_extractor(x))
+
+    def progress(self) -> float:
+        """Training progress p in [0, 1]; global_step based, so right under resume and DDP."""
+        if self.total_steps is None:
+            self.total_steps = self._stepping_batches()
+        return min(self.global_step / self.total_steps, 1.0)
+
+    def _stepping_batches(self) -> int:
+        total = self.trainer.estimated_stepping_batches
+        if total == float("inf") or total < 1:
+            raise ValueError(
+                "the schedules need a finite run: set trainer.max_epochs or trainer.max_steps"
+            )
+        return int(total)
+
+    def training_step(self, batch, batch_idx):
+        (x_s, y_s), x_t = batch["source"], batch["target"]
+        n = len(x_s)
+        lambda_ = float(self.lambda_schedule(self.progress()))
+        features = self.feature_extractor(torch.cat([x_s, x_t]))
+        logits = self.classifier(features)
+        label_loss = F.cross_entropy(logits[:n], y_s)
+        out = self.method(features, logits, n, lambda_)
+        loss = label_loss + sum(out.losses.values())
+
+        self.train_source_acc(logits[:n], y_s)
+        step_logs = {
+            "train/loss": loss,
+            "train/label_loss": label_loss,
+            **{f"train/{k}": v for k, v in out.losses.items()},
+        }
+        self.log_dict(step_logs, on_step=True, on_epoch=True, batch_size=n)
+        self.log_dict(
+            {
+                "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
+                "train/lr": self.optimizers().param_groups[0]["lr"],
+                "train/progress": self.progress(),
+            },
+            on_step=True,
+            on_epoch=False,
+        )
+        self.log("train/source_acc", self.train_source_acc, on_step=False, on_epoch=True)
+        if out.domain_logits is not None:
+            self.train_domain_acc(out.domain_logits, out.domain_targets)
+            self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+        x, y = batch
+        domain = DOMAINS[dataloader_idx]
+        features = self.feature_extractor(x)
+        metric = self.eval_acc[domain]
+        metric(self.classifier(features), y)
+        self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
+        d = self.method.domain_logits(features)
+        if d is not None:
+            self.eval_domain_acc.update(d, torch.full_like(d, float(dataloader_idx)))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if self.eval_domain_acc.update_called:
+            # compute() already reduces across processes (torchmetrics)
+            self.log(f"{stage}/domain_acc", self.eval_domain_acc.compute())
+        self.eval_domain_acc.reset()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step("val", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        cfg = self.hparams.optimizer
+        opt = instantiate(cfg["optim"])(self.parameters())
+        anneal = cfg.get("lr_annealing")
+        if not anneal:
+            return opt
+        total = self._stepping_batches()
+        schedule = LambdaLR(opt, lambda step: lr_annealing(min(step / total, 1.0), **anneal))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the validation metrics this checkpoint was selected on, for the end-of-run summary
+        checkpoint["val_metrics"] = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+        }

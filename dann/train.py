@@ -1,0 +1,109 @@
+"""`run(cfg)`: seed, build datamodule/module/trainer from the config, fit, test, summarise.
+
+Kept apart from `@hydra.main` (in the top-level train.py) so tests can call it with a config
+composed by Hydra's compose API.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from dann.data import DomainAdaptationDataModule
+from dann.module import DALightningModule
+
+log = logging.getLogger(__name__)
+
+HPARAM_GROUPS = ("dataset", "backbone", "method", "schedule", "optimizer", "trainer")
+
+
+def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModule, pl.Trainer]:
+    datamodule = DomainAdaptationDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    module = DALightningModule(
+        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
+        method=OmegaConf.to_container(cfg.method, resolve=True),
+        schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        num_classes=cfg.dataset.num_classes,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
+    return datamodule, module, trainer
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """The config groups that define a run, flattened for TensorBoard's HPARAMS tab."""
+    out = {"seed": cfg.seed, "monitor": cfg.monitor}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else k, v)
+        else:
+            out[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    for group in HPARAM_GROUPS:
+        walk(group, OmegaConf.to_container(cfg[group], resolve=True))
+    return out
+
+
+def _selected_checkpoint(trainer: pl.Trainer, monitor: str) -> tuple[str | None, dict]:
+    """The checkpoint `monitor` picked, and the validation metrics saved with it."""
+    for ckpt in trainer.checkpoint_callbacks:
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.monitor == monitor and ckpt.best_model_path:
+            saved = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+            return ckpt.best_model_path, saved.get("val_metrics", {})
+    return None, {}
+
+
+def run(cfg: DictConfig) -> dict[str, float | str | None]:
+    """Train and test one configuration; returns the summary that is printed and logged."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+
+    best_path, val_at_best = _selected_checkpoint(trainer, cfg.monitor)
+    per_loader = trainer.test(
+        module, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+    )
+    test = {k: v for metrics in per_loader for k, v in metrics.items()}
+    summary = {
+        f"selected_{cfg.monitor}": val_at_best.get(cfg.monitor),
+        "selected_val/target_acc": val_at_best.get("val/target_acc"),
+        "test/source_acc": test.get("test/source_acc"),
+        "test/target_acc": test.get("test/target_acc"),
+        "checkpoint": best_path,
+        "log_dir": trainer.logger.log_dir if trainer.logger else None,
+    }
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if trainer.logger:
+        metrics = {
+            f"hp/{k.replace('selected_', '')}": v
+            for k, v in summary.items()
+            if isinstance(v, float)
+        }
+        trainer.logger.log_hyperparams(flat_hparams(cfg), metrics=metrics)
+        trainer.logger.finalize("success")
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    log.info(
+        "SUMMARY best %s=%s | val/target_acc at that checkpoint=%s (oracle, reporting only) | "
+        "test source_acc=%s target_acc=%s | checkpoint=%s | logs=%s",
+        cfg.monitor,
+        fmt(summary[f"selected_{cfg.monitor}"]),
+        fmt(summary["selected_val/target_acc"]),
+        fmt(summary["test/source_acc"]),
+        fmt(summary["test/target_acc"]),
+        summary["checkpoint"],
+        Path(summary["log_dir"]) if summary["log_dir"] else None,
+    )
+    return summary

@@ -1,0 +1,17 @@
+"""Entry point: `python train.py [group=option] [key=value]`, or `-m` for a sweep.
+Configs live in configs/ (start at configs/train.yaml); the work is in dann.train.run."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from dann.train import run  # imported here so `--help` and `--cfg` stay fast
+
+    summary = run(cfg)
+    return summary[f"selected_{cfg.monitor}"]  # for Hydra sweepers that optimise
+
+
+if __name__ == "__main__":
+    main()
