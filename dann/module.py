@@ -31,12 +31,12 @@ class DALightningModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.feature_extractor = instantiate(backbone["features"])
+        self.feature_extractor = instantiate(backbone["features"], _convert_="all")
         width = self.feature_extractor.out_features
         head = backbone["classifier"]
         self.classifier = mlp_head(width, head["hidden"], num_classes, head.get("dropout", 0.0))
         self.method: AdaptationMethod = instantiate(
-            method, in_features=width, num_classes=num_classes
+            method, in_features=width, num_classes=num_classes, _convert_="all"
         )
         self.lambda_schedule = instantiate(schedule)  # a function of p (`_partial_: true`)
         self.total_steps: int | None = None
@@ -82,7 +82,7 @@ class DALightningModule(pl.LightningModule):
             "train/label_loss": label_loss,
             **{f"train/{k}": v for k, v in out.losses.items()},
         }
-        self.log_dict(step_logs, on_step=True, on_epoch=True, batch_size=n)
+        self.log_dict(step_logs, on_step=True, on_epoch=False, batch_size=n)
         self.log_dict(
             {
                 "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,

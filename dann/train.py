@@ -20,6 +20,7 @@ from dann.module import DALightningModule
 log = logging.getLogger(__name__)
 
 HPARAM_GROUPS = ("dataset", "backbone", "method", "schedule", "optimizer", "trainer")
+NOT_HPARAMS = ("data_dir", "default_root_dir")  # where things are written, not what was run
 
 
 def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModule, pl.Trainer]:
@@ -44,7 +45,7 @@ def flat_hparams(cfg: DictConfig) -> dict:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}/{k}" if prefix else k, v)
-        else:
+        elif not prefix.endswith(NOT_HPARAMS):
             out[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
 
     for group in HPARAM_GROUPS:

@@ -48,3 +48,14 @@ def test_option_composes_and_instantiates(make_cfg, group, option):
 def test_unknown_option_lists_choices(make_cfg):
     with pytest.raises(MissingConfigException, match="mnist_to_mnistm"):
         make_cfg("dataset=no_such_pair")
+
+
+def test_hparams_for_tensorboard_are_flat_scalars(make_cfg):
+    from dann.train import flat_hparams
+
+    flat = flat_hparams(make_cfg("schedule.gamma=5"))
+    assert flat["schedule/gamma"] == 5 and flat["seed"] == 42
+    assert flat["method/_target_"] == "dann.methods.DANN"
+    assert flat["backbone/classifier/hidden"] == "[100, 100]"
+    assert not any(k.endswith(("data_dir", "default_root_dir")) for k in flat)
+    assert all(isinstance(v, int | float | str | bool) for v in flat.values())
