@@ -94,7 +94,7 @@ class DALightningModule(pl.LightningModule):
         )
         self.log("train/source_acc", self.train_source_acc, on_step=False, on_epoch=True)
         if out.domain_logits is not None:
-            self.train_domain_acc(out.domain_logits, out.domain_targets)
+            self.train_domain_acc(out.domain_logits.sigmoid(), out.domain_targets)
             self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -107,7 +107,9 @@ class DALightningModule(pl.LightningModule):
         self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
         d = self.method.domain_logits(features)
         if d is not None:
-            self.eval_domain_acc.update(d, torch.full_like(d, float(dataloader_idx)))
+            # probabilities, not logits: torchmetrics only applies a sigmoid if some value is
+            # outside [0, 1], and near equilibrium DANN's logits are all close to 0
+            self.eval_domain_acc.update(d.sigmoid(), torch.full_like(d, float(dataloader_idx)))
 
     def _eval_epoch_end(self, stage: str) -> None:
         if self.eval_domain_acc.update_called:

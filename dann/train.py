@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     """Train and test one configuration; returns the summary that is printed and logged."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     best_path, val_at_best = _selected_checkpoint(trainer, cfg.monitor)
     per_loader = trainer.test(
@@ -81,6 +81,8 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         "checkpoint": best_path,
         "log_dir": trainer.logger.log_dir if trainer.logger else None,
     }
+    if not trainer.is_global_zero:
+        return summary
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -14,6 +14,7 @@ EXPECTED_SCALARS = {
     "train/loss",
     "train/lambda",
     "train/lr",
+    "train/progress",
     "train/source_acc",
     "train/domain_acc",
     "val/source_acc",
@@ -24,6 +25,7 @@ EXPECTED_SCALARS = {
     "test/domain_acc",
     "hp/val/source_acc",
     "hp/val/target_acc",
+    "hp/test/source_acc",
     "hp/test/target_acc",
 }
 

@@ -167,3 +167,32 @@ def test_unknown_pair_lists_choices():
         get_pair("mnist_to_nowhere")
     with pytest.raises(ValueError, match="valid choices"):
         DomainAdaptationDataModule("mnist_to_nowhere")
+
+
+def test_loaders_keep_whole_batches_under_a_distributed_sampler(datamodule):
+    # what Lightning does to each dataloader under DDP
+    from pytorch_lightning.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    loader = datamodule.train_dataloader().iterables["source"]
+    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
+    ddp_loader = _update_dataloader(loader, sampler)
+    x, y = next(iter(ddp_loader))
+    assert x.shape == (16, 3, 28, 28) and y.shape == (16,)
+    assert len(ddp_loader) == len(loader.dataset) // 2 // 16
+
+
+def test_every_training_sample_is_drawn_once_per_epoch(data_dir):
+    dm = DomainAdaptationDataModule("mnist_to_mnistm", data_dir=str(data_dir), batch_size=500)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().iterables["source"].dataset
+    seen = [y for _, y in dm.train_dataloader().iterables["source"]]
+    assert sum(len(y) for y in seen) == len(dataset) == 3500  # 7 full batches, none repeated
+    assert torch.equal(torch.cat(seen).bincount(), dataset.labels.bincount())
+
+
+def test_checkpointed_preprocessing_round_trips(datamodule):
+    state = datamodule.state_dict()
+    fresh = DomainAdaptationDataModule("mnist_to_mnistm")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.mean, datamodule.mean.float())

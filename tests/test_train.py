@@ -32,6 +32,8 @@ def test_short_run_checkpoints_and_summarises(make_cfg, tmp_path):
     saved = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 8
     assert set(saved["val_metrics"]) >= {"val/source_acc", "val/target_acc", "val/domain_acc"}
+    # the datamodule's preprocessing (pooled per-channel mean) travels with the checkpoint
+    assert len(saved["DomainAdaptationDataModule"]["mean"]) == 3
     model = DALightningModule.load_from_checkpoint(ckpt_dir / "last.ckpt", weights_only=True)
     assert model.hparams.num_classes == 10
 
@@ -48,3 +50,14 @@ def test_source_accuracy_rises_well_above_chance(make_cfg):
         )
     )
     assert summary["test/source_acc"] > 0.4  # chance is 0.1; ~0.59 measured at seed 42
+
+
+def test_domain_accuracy_scores_logits_near_zero_correctly(make_cfg):
+    from dann.train import build
+
+    _, module, _ = build(make_cfg())
+    # logit 0.3 > 0 says "target"; read as a probability (0.3 < 0.5) it would say "source"
+    module.method.domain_logits = lambda f: torch.full((len(f),), 0.3)
+    x, y = torch.zeros(4, 3, 28, 28), torch.zeros(4, dtype=torch.long)
+    module._eval_step("val", (x, y), dataloader_idx=1)  # a target batch
+    assert module.eval_domain_acc.compute() == 1.0

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from dann.data.registry import DomainData, PairData, Split, get_pair
 
@@ -80,6 +80,11 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self.data: PairData | None = None
         self.mean: torch.Tensor | None = None
 
+    def prepare_data(self) -> None:
+        """Build the caches once per node (Lightning runs this on one process only)."""
+        hp = self.hparams
+        self.loader(hp.root, Path(hp.data_dir), hp.split_seed)
+
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
@@ -119,10 +124,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         return DomainData(domain.name, **splits)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+        # plain batch_size/shuffle so Lightning can swap in a DistributedSampler under DDP;
+        # the fetcher still calls dataset.__getitems__ once per batch
         return DataLoader(
             dataset,
-            batch_sampler=BatchSampler(sampler, batch_size, drop_last=train),
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
             collate_fn=_already_batched,
             num_workers=self.hparams.num_workers,
         )
@@ -148,6 +156,14 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints, so a checkpoint carries the preprocessing it was trained with."""
+        return {"mean": self.mean.flatten().tolist() if self.mean is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("mean") is not None:
+            self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float [0, 1] minus the pooled per-channel training mean."""

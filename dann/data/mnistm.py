@@ -68,15 +68,16 @@ def generate_mnistm(mnist: DomainData, data_dir: Path, seed: int) -> DomainData:
     digest = hashlib.sha256()
     for s in splits.values():
         digest.update(s.images.numpy().tobytes())
+    photos = background_photos()
+    photo_digest = hashlib.sha256(b"".join(p.tobytes() for p in photos)).hexdigest()
     meta = {
         "digits_sha256": digest.hexdigest(),
+        "photos_sha256": photo_digest,
         "seed": seed,
         "version": GENERATOR_VERSION,
-        "photos": SKIMAGE_PHOTOS + SKLEARN_PHOTOS,
     }
 
     def build() -> dict[str, torch.Tensor]:
-        photos = background_photos()
         return {
             k: blend_with_photos(s.images, photos, seed + i)
             for i, (k, s) in enumerate(splits.items())
@@ -106,6 +107,15 @@ def _read_png_split(folder: Path, labels_file: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def _listing_digest(folder: Path) -> str:
+    """Names, sizes and modification times of the PNGs: a changed file invalidates the cache."""
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.png")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def load_mnistm_official(root: str, data_dir: Path, split_seed: int) -> DomainData | None:
     base = Path(root) / "mnist_m"
     if not base.is_dir():
@@ -121,7 +131,7 @@ def load_mnistm_official(root: str, data_dir: Path, split_seed: int) -> DomainDa
             )
         meta = {
             "labels_sha256": hashlib.sha256(labels_file.read_bytes()).hexdigest(),
-            "folder": str(folder.resolve()),
+            "files_sha256": _listing_digest(folder),
         }
         key = meta["labels_sha256"][:12]
         parts[split] = cached_tensors(
