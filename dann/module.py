@@ -98,6 +98,10 @@ class DALightningModule(pl.LightningModule):
             self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_epoch_end(self):
+        for name, value in self.method.on_train_epoch_end().items():
+            self.log(f"train/{name}", value)
+
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
         x, y = batch
         domain = DOMAINS[dataloader_idx]
@@ -131,7 +135,14 @@ class DALightningModule(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.hparams.optimizer
-        opt = instantiate(cfg["optim"])(self.parameters())
+        # pretrained backbones fine-tune at lr * backbone.lr_mult (0.1 in the paper's Office runs)
+        backbone_lr = cfg["optim"]["lr"] * self.hparams.backbone.get("lr_mult", 1.0)
+        backbone_ids = {id(p) for p in self.feature_extractor.parameters()}
+        groups = [
+            {"params": list(self.feature_extractor.parameters()), "lr": backbone_lr},
+            {"params": [p for p in self.parameters() if id(p) not in backbone_ids]},
+        ]
+        opt = instantiate(cfg["optim"])(groups)
         anneal = cfg.get("lr_annealing")
         if not anneal:
             return opt

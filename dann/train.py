@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -24,7 +24,11 @@ NOT_HPARAMS = ("data_dir", "default_root_dir")  # where things are written, not 
 
 
 def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModule, pl.Trainer]:
-    datamodule = DomainAdaptationDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    method_cls = get_class(cfg.method._target_)
+    datamodule = DomainAdaptationDataModule(
+        **OmegaConf.to_container(cfg.dataset, resolve=True),
+        train_on_target_labels=method_cls.trains_on_target_labels,
+    )
     module = DALightningModule(
         backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         method=OmegaConf.to_container(cfg.method, resolve=True),

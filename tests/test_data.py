@@ -37,15 +37,15 @@ def test_embedded_split_sizes_and_label_ranges(datamodule):
     for domain in (datamodule.data.source, datamodule.data.target):
         assert (len(domain.train), len(domain.val), len(domain.test)) == (3500, 500, 1000)
         for split in (domain.train, domain.val, domain.test):
-            assert split.images.dtype == torch.uint8
+            assert split.inputs.dtype == torch.uint8
             assert split.labels.min() >= 0 and split.labels.max() <= 9
     # MNIST-M is built from the same digits: same labels, index by index
     assert torch.equal(datamodule.data.source.test.labels, datamodule.data.target.test.labels)
     # the source is grey repeated to 3 channels; the target is colour
-    src = datamodule.data.source.train.images
+    src = datamodule.data.source.train.inputs
     assert torch.equal(src[:, 0], src[:, 1])
     assert not torch.equal(
-        datamodule.data.target.train.images[:, 0], datamodule.data.target.train.images[:, 1]
+        datamodule.data.target.train.inputs[:, 0], datamodule.data.target.train.inputs[:, 1]
     )
 
 
@@ -57,7 +57,7 @@ def test_split_indices_partition():
 
 
 def test_normalisation_subtracts_pooled_training_mean(datamodule):
-    x = torch.cat([datamodule.data.source.train.images, datamodule.data.target.train.images])
+    x = torch.cat([datamodule.data.source.train.inputs, datamodule.data.target.train.inputs])
     normed = datamodule.on_after_batch_transfer(x, 0)
     assert normed.dtype == torch.float32
     torch.testing.assert_close(normed.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
@@ -129,7 +129,7 @@ def test_reads_torchvision_mnist_layout(tmp_path):
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     mnist = load_mnist_full(str(tmp_path), split_seed=0)
     assert (len(mnist.train), len(mnist.val), len(mnist.test)) == (36, 4, 12)
-    assert mnist.train.images.shape[1:] == (1, 28, 28)
+    assert mnist.train.inputs.shape[1:] == (1, 28, 28)
     assert mnist.test.labels.tolist() == [i % 10 for i in range(12)]
 
 
@@ -155,10 +155,10 @@ def test_reads_official_mnistm_png_layout(tmp_path, data_dir):
         (base / f"mnist_m_{split}_labels.txt").write_text("\n".join(lines) + "\n")
     mnistm = load_mnistm_official(str(tmp_path), data_dir, split_seed=0)
     assert (len(mnistm.train), len(mnistm.val), len(mnistm.test)) == (27, 3, 5)
-    assert mnistm.test.images.shape == (5, 3, 28, 28)
+    assert mnistm.test.inputs.shape == (5, 3, 28, 28)
     assert mnistm.test.labels.tolist() == [0, 3, 6, 9, 2]
     first = np.asarray(Image.open(base / "mnist_m_test" / "00000000.png"))
-    assert torch.equal(mnistm.test.images[0], torch.from_numpy(first).permute(2, 0, 1))
+    assert torch.equal(mnistm.test.inputs[0], torch.from_numpy(first).permute(2, 0, 1))
 
 
 def test_unknown_pair_lists_choices():

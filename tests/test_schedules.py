@@ -60,3 +60,16 @@ def test_module_lr_follows_mu_p(make_cfg):
     expected = [0.01 * schedules.lr_annealing(k / 20) for k in range(21)]
     torch.testing.assert_close(torch.tensor(lrs), torch.tensor(expected))
     assert isinstance(module, DALightningModule)
+
+
+def test_backbone_lr_multiplier_scales_only_the_feature_extractor(make_cfg):
+    from dann.train import build
+
+    _, module, _ = build(make_cfg("backbone.lr_mult=0.1"))
+    module._stepping_batches = lambda: 10
+    optimizer = module.configure_optimizers()["optimizer"]
+    backbone_group, heads_group = optimizer.param_groups
+    assert backbone_group["lr"] == pytest.approx(0.001) and heads_group["lr"] == 0.01
+    assert len(backbone_group["params"]) == len(list(module.feature_extractor.parameters()))
+    n_all = len(list(module.parameters()))
+    assert len(backbone_group["params"]) + len(heads_group["params"]) == n_all

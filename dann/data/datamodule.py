@@ -1,12 +1,15 @@
 """`DomainAdaptationDataModule`: a registered dataset pair as Lightning dataloaders.
 
 Training batches are `{"source": (x, y), "target": x}`: the target training set is built without
-labels, so no method can see them. Validation and test yield `(x, y)` from a source loader
+labels, so no method can see them (the target oracle, an upper bound, instead trains its
+labelled stream on the target). Validation and test yield `(x, y)` from a source loader
 (dataloader_idx 0) and a target loader (dataloader_idx 1); target labels there are for
-reporting only. Images stay uint8 in memory and are gathered a whole batch per index tensor
-(no per-sample Python); `on_after_batch_transfer` turns them into floats on the device and
+reporting only.
+
+In-memory splits (`Split`) stay uint8 and are gathered a whole batch per index tensor (no
+per-sample Python); `on_after_batch_transfer` turns images into floats on the device and
 subtracts the per-channel mean of the pooled source+target training images (the paper's
-preprocessing).
+preprocessing). Dataset-backed splits (folders) go through ordinary DataLoader workers.
 """
 
 import logging
@@ -14,11 +17,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from dann.data.registry import DomainData, PairData, Split, get_pair
+from dann.data.registry import DomainData, PairData, PairSpec, Split, get_pair
 
 log = logging.getLogger(__name__)
 
@@ -26,38 +30,57 @@ DOMAINS = ("source", "target")  # dataloader_idx 0 and 1 in validation and test
 
 
 class InMemoryDataset(Dataset):
-    """uint8 images (+ labels) held in memory; `__getitems__` returns a whole batch at once.
-    With `labels=None` (the target training set) items are images only."""
+    """Tensors held in memory; `__getitems__` returns a whole batch at once.
+    With `labels=None` (the target training set) items are inputs only."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
-        self.images, self.labels = images, labels
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor | None = None):
+        self.inputs, self.labels = inputs, labels
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.inputs)
 
     def __getitem__(self, index: int):
         return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]):
         idx = torch.as_tensor(indices)
-        return self.images[idx] if self.labels is None else (self.images[idx], self.labels[idx])
+        return self.inputs[idx] if self.labels is None else (self.inputs[idx], self.labels[idx])
+
+
+class InputsOnly(Dataset):
+    """A labelled dataset with its labels dropped (the target training set)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index][0]
 
 
 def _already_batched(batch):
     return batch
 
 
-def _as_channels(split: Split, channels: int) -> Split:
-    have = split.images.shape[1]
-    if have == channels:
+def adapt_images(split: Split, channels: int | None, size: int | None) -> Split:
+    """Convert uint8 images to `channels` (grey <-> RGB) and `size` x `size` (bilinear)."""
+    x = split.inputs
+    if not split.is_image:
         return split
-    if have == 1:
-        return Split(split.images.expand(-1, channels, -1, -1).contiguous(), split.labels)
-    if channels == 1:  # ITU-R 601 luma
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        grey = (split.images.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
-        return Split(grey, split.labels)
-    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+    if channels and x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:  # ITU-R 601 luma
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels}")
+    if size and tuple(x.shape[2:]) != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return Split(x.contiguous(), split.labels)
 
 
 class DomainAdaptationDataModule(pl.LightningDataModule):
@@ -68,88 +91,98 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         data_dir: str = "data",
         batch_size: int = 64,
         eval_batch_size: int = 512,
-        channels: int = 3,
-        image_size: int = 28,
+        channels: int | None = 3,
+        image_size: int | None = 28,
         num_classes: int = 10,
         split_seed: int = 0,
         num_workers: int = 0,
+        pin_memory: bool = False,
+        train_on_target_labels: bool = False,
+        **options,
     ):
+        """`options`: pair-specific keys of the dataset config, handed to the pair's loader.
+        `train_on_target_labels` is for the target oracle only (an upper bound)."""
         super().__init__()
         self.save_hyperparameters()
         self.loader = get_pair(name)  # unknown names fail here, before any data is read
+        self.spec = PairSpec(name, root, Path(data_dir), split_seed, image_size, channels, options)
         self.data: PairData | None = None
         self.mean: torch.Tensor | None = None
 
     def prepare_data(self) -> None:
         """Build the caches once per node (Lightning runs this on one process only)."""
-        hp = self.hparams
-        self.loader(hp.root, Path(hp.data_dir), hp.split_seed)
+        self.loader(self.spec)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
         hp = self.hparams
-        pair = self.loader(hp.root, Path(hp.data_dir), hp.split_seed)
+        pair = self.loader(self.spec)
         if pair.num_classes != hp.num_classes:
             raise ValueError(
                 f"dataset {hp.name} has {pair.num_classes} classes but "
                 f"dataset.num_classes={hp.num_classes}"
             )
         pair = PairData(self._adapt(pair.source), self._adapt(pair.target), pair.num_classes)
-        pooled = torch.cat([pair.source.train.images, pair.target.train.images])
-        self.mean = pooled.float().mean(dim=(0, 2, 3)).div(255).view(1, -1, 1, 1)
+        if hp.train_on_target_labels:
+            log.warning("TARGET ORACLE: the labelled training stream is the target training set")
+        trains = [pair.source.train, pair.target.train]
+        if all(isinstance(s, Split) and s.is_image for s in trains):
+            pooled = torch.cat([s.inputs for s in trains])
+            self.mean = pooled.float().mean(dim=(0, 2, 3)).div(255).view(1, -1, 1, 1)
         self.data = pair
         for d in (pair.source, pair.target):
             log.info(
-                "%s %s: train %d / val %d / test %d images of %s",
+                "%s %s: train %d / val %d / test %d",
                 hp.name,
                 d.name,
                 len(d.train),
                 len(d.val),
                 len(d.test),
-                tuple(d.train.images.shape[1:]),
             )
 
     def _adapt(self, domain: DomainData) -> DomainData:
-        size = self.hparams.image_size
-        splits = {}
-        for k in ("train", "val", "test"):
-            split = _as_channels(getattr(domain, k), self.hparams.channels)
-            if tuple(split.images.shape[2:]) != (size, size):
-                raise ValueError(
-                    f"{domain.name} images are {tuple(split.images.shape[2:])}, "
-                    f"dataset.image_size={size}"
-                )
-            splits[k] = split
+        hp = self.hparams
+        splits = {
+            k: adapt_images(s, hp.channels, hp.image_size) if isinstance(s, Split) else s
+            for k, s in (("train", domain.train), ("val", domain.val), ("test", domain.test))
+        }
         return DomainData(domain.name, **splits)
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        # plain batch_size/shuffle so Lightning can swap in a DistributedSampler under DDP;
-        # the fetcher still calls dataset.__getitems__ once per batch
+    def _loader(self, split: Split | Dataset, batch_size: int, train: bool, labels=True):
+        if isinstance(split, Split):
+            dataset = InMemoryDataset(split.inputs, split.labels if labels else None)
+            collate, workers = _already_batched, 0  # one tensor gather per batch
+        else:
+            dataset = split if labels else InputsOnly(split)
+            collate, workers = None, self.hparams.num_workers
+        # plain batch_size/shuffle so Lightning can swap in a DistributedSampler under DDP
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
             drop_last=train,
-            collate_fn=_already_batched,
-            num_workers=self.hparams.num_workers,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> CombinedLoader:
         src, tgt = self.data.source.train, self.data.target.train
+        labelled = tgt if self.hparams.train_on_target_labels else src
         bs = self.hparams.batch_size
         return CombinedLoader(
             {
-                "source": self._loader(InMemoryDataset(src.images, src.labels), bs, train=True),
-                "target": self._loader(InMemoryDataset(tgt.images), bs, train=True),  # no labels
+                "source": self._loader(labelled, bs, train=True),
+                "target": self._loader(tgt, bs, train=True, labels=False),
             },
             mode="max_size_cycle",
         )
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         parts = [getattr(self.data.source, split), getattr(self.data.target, split)]
-        bs = self.hparams.eval_batch_size
-        return [self._loader(InMemoryDataset(s.images, s.labels), bs, train=False) for s in parts]
+        return [self._loader(s, self.hparams.eval_batch_size, train=False) for s in parts]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")
@@ -167,7 +200,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float [0, 1] minus the pooled per-channel training mean."""
-        return images.float().div_(255).sub_(self.mean.to(images.device))
+        x = images.float().div_(255)
+        return x.sub_(self.mean.to(x.device)) if self.mean is not None else x
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return apply_to_collection(

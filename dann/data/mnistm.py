@@ -20,9 +20,11 @@ from dann.data.mnist import load_mnist_embedded, load_mnist_full
 from dann.data.registry import (
     DomainData,
     PairData,
+    PairSpec,
     Split,
     register_pair,
     split_indices,
+    take,
     val_size,
 )
 
@@ -67,7 +69,7 @@ def generate_mnistm(mnist: DomainData, data_dir: Path, seed: int) -> DomainData:
     splits = {"train": mnist.train, "val": mnist.val, "test": mnist.test}
     digest = hashlib.sha256()
     for s in splits.values():
-        digest.update(s.images.numpy().tobytes())
+        digest.update(s.inputs.numpy().tobytes())
     photos = background_photos()
     photo_digest = hashlib.sha256(b"".join(p.tobytes() for p in photos)).hexdigest()
     meta = {
@@ -79,7 +81,7 @@ def generate_mnistm(mnist: DomainData, data_dir: Path, seed: int) -> DomainData:
 
     def build() -> dict[str, torch.Tensor]:
         return {
-            k: blend_with_photos(s.images, photos, seed + i)
+            k: blend_with_photos(s.inputs, photos, seed + i)
             for i, (k, s) in enumerate(splits.items())
         }
 
@@ -144,14 +146,15 @@ def load_mnistm_official(root: str, data_dir: Path, split_seed: int) -> DomainDa
     tr = parts["train"]
     return DomainData(
         name="mnist-m",
-        train=Split(tr["images"][rest], tr["labels"][rest]),
-        val=Split(tr["images"][val], tr["labels"][val]),
+        train=take(Split(tr["images"], tr["labels"]), rest),
+        val=take(Split(tr["images"], tr["labels"]), val),
         test=Split(parts["test"]["images"], parts["test"]["labels"]),
     )
 
 
 @register_pair("mnist_to_mnistm")
-def load_mnist_to_mnistm(root: str | None, data_dir: Path, split_seed: int) -> PairData:
+def load_mnist_to_mnistm(spec: PairSpec) -> PairData:
+    root, data_dir, split_seed = spec.root, spec.data_dir, spec.split_seed
     if root is None:
         mnist = load_mnist_embedded(data_dir, split_seed)
         mnistm = generate_mnistm(mnist, data_dir, split_seed)

@@ -1,41 +1,48 @@
 """Dataset pairs register here once, by name, and are looked up by name.
 
-A pair loader is `load(root, data_dir, split_seed) -> PairData`; it returns uint8 image tensors
-(N, C, H, W) with int64 labels for train/val/test of both domains. The datamodule drops the target
-training labels before anything reaches the model.
+A pair loader is `load(spec: PairSpec) -> PairData`. Each split of each domain is either
+- a `Split`: tensors held in memory, `inputs` uint8 images (N, C, H, W) or float features
+  (N, ...), with int64 `labels` (N,); the fast path, batched by index; or
+- a `torch.utils.data.Dataset` yielding `(x, y)` per item (large folder datasets, decoded by
+  DataLoader workers with their own transforms).
+The datamodule drops the target training labels before anything reaches the model.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # uint8, (N, C, H, W)
+    inputs: torch.Tensor  # uint8 images (N, C, H, W), or float features (N, ...)
     labels: torch.Tensor  # int64, (N,)
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+        if self.inputs.dtype == torch.uint8 and self.inputs.ndim != 4:
             raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
+                f"uint8 inputs must be images (N, C, H, W), got {tuple(self.inputs.shape)}"
             )
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if len(self.inputs) != len(self.labels):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def is_image(self) -> bool:
+        return self.inputs.dtype == torch.uint8
 
 
 @dataclass(frozen=True)
 class DomainData:
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | Dataset
+    val: Split | Dataset
+    test: Split | Dataset
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,20 @@ class PairData:
     num_classes: int
 
 
-PairLoader = Callable[[str | None, Path, int], PairData]
+@dataclass(frozen=True)
+class PairSpec:
+    """What a loader is asked for: the dataset config, minus what only the datamodule uses."""
+
+    name: str
+    root: str | None = None  # user-supplied files; None = embedded/generated data if any
+    data_dir: Path = Path("data")  # caches of generated/decoded data
+    split_seed: int = 0
+    image_size: int | None = None
+    channels: int | None = None
+    options: dict = field(default_factory=dict)  # pair-specific keys of the dataset config
+
+
+PairLoader = Callable[[PairSpec], PairData]
 _PAIRS: dict[str, PairLoader] = {}
 
 
@@ -81,3 +101,7 @@ def split_indices(n: int, sizes: tuple[int, int], seed: int) -> tuple[torch.Tens
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     a, b = sizes
     return perm[: n - a - b], perm[n - a - b : n - b], perm[n - b :]
+
+
+def take(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.inputs[index], split.labels[index])

@@ -32,11 +32,17 @@ def domain_targets(num_source: int, num_total: int, device: torch.device) -> tor
 
 class AdaptationMethod(nn.Module):
     reverses_gradient = False  # True when lambda_ scales a gradient that reaches the features
+    trains_on_target_labels = False  # only the target oracle (an upper bound)
 
     def forward(
         self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float
     ) -> AdaptationOutput:
         raise NotImplementedError
+
+    def on_train_epoch_end(self) -> dict[str, float]:
+        """Called once per training epoch; returns scalars to log as train/<name> (e.g. DAAN's
+        omega). Statistics gathered over the epoch must be reduced across processes here."""
+        return {}
 
     def domain_logits(self, features: torch.Tensor) -> torch.Tensor | None:
         """Evaluation-time domain logits (for val/domain_acc), or None if the method has none."""
