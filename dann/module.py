@@ -135,12 +135,14 @@ class DALightningModule(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.hparams.optimizer
-        # pretrained backbones fine-tune at lr * backbone.lr_mult (0.1 in the paper's Office runs)
-        backbone_lr = cfg["optim"]["lr"] * self.hparams.backbone.get("lr_mult", 1.0)
-        backbone_ids = {id(p) for p in self.feature_extractor.parameters()}
+        # pretrained layers fine-tune at lr * backbone.lr_mult (0.1 in the paper's Office runs);
+        # a feature extractor may name them with `pretrained_parameters()`, else it is all of it
+        fe = self.feature_extractor
+        slow = list(getattr(fe, "pretrained_parameters", fe.parameters)())
+        slow_ids = {id(p) for p in slow}
         groups = [
-            {"params": list(self.feature_extractor.parameters()), "lr": backbone_lr},
-            {"params": [p for p in self.parameters() if id(p) not in backbone_ids]},
+            {"params": slow, "lr": cfg["optim"]["lr"] * self.hparams.backbone.get("lr_mult", 1.0)},
+            {"params": [p for p in self.parameters() if id(p) not in slow_ids]},
         ]
         opt = instantiate(cfg["optim"])(groups)
         anneal = cfg.get("lr_annealing")
