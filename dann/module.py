@@ -107,9 +107,10 @@ class DALightningModule(pl.LightningModule):
         domain = DOMAINS[dataloader_idx]
         features = self.feature_extractor(x)
         metric = self.eval_acc[domain]
-        metric(self.classifier(features), y)
+        logits = self.classifier(features)
+        metric(logits, y)
         self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
-        d = self.method.domain_logits(features)
+        d = self.method.domain_logits(features, logits=logits)
         if d is not None:
             # probabilities, not logits: torchmetrics only applies a sigmoid if some value is
             # outside [0, 1], and near equilibrium DANN's logits are all close to 0

@@ -57,7 +57,7 @@ def test_domain_accuracy_scores_logits_near_zero_correctly(make_cfg):
 
     _, module, _ = build(make_cfg())
     # logit 0.3 > 0 says "target"; read as a probability (0.3 < 0.5) it would say "source"
-    module.method.domain_logits = lambda f: torch.full((len(f),), 0.3)
+    module.method.domain_logits = lambda f, logits=None: torch.full((len(f),), 0.3)
     x, y = torch.zeros(4, 3, 28, 28), torch.zeros(4, dtype=torch.long)
     module._eval_step("val", (x, y), dataloader_idx=1)  # a target batch
     assert module.eval_domain_acc.compute() == 1.0

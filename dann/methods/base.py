@@ -44,6 +44,9 @@ class AdaptationMethod(nn.Module):
         omega). Statistics gathered over the epoch must be reduced across processes here."""
         return {}
 
-    def domain_logits(self, features: torch.Tensor) -> torch.Tensor | None:
-        """Evaluation-time domain logits (for val/domain_acc), or None if the method has none."""
+    def domain_logits(
+        self, features: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Evaluation-time domain logits (for val/domain_acc), or None if the method has none.
+        `logits` are the label classifier's logits (CDAN's discriminator is conditioned on them)."""
         return None

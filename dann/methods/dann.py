@@ -36,5 +36,5 @@ class DANN(AdaptationMethod):
         loss = F.binary_cross_entropy_with_logits(d, t)
         return AdaptationOutput({"domain_loss": loss}, d, t)
 
-    def domain_logits(self, features: torch.Tensor) -> torch.Tensor:
+    def domain_logits(self, features: torch.Tensor, logits=None) -> torch.Tensor:
         return self.discriminator(features).squeeze(1)

@@ -1,6 +1,15 @@
 """Networks: backbones (feature extractors) and the MLP heads put on top of them."""
 
-from dann.models.backbones import LeNetDANN
+from dann.models.backbones import GTSRBDANN, SVHNDANN, GRUFeatures, LeNetDANN, LeNetDANNBN
 from dann.models.heads import mlp_head
+from dann.models.resnet import ResNetFeatures
 
-__all__ = ["LeNetDANN", "mlp_head"]
+__all__ = [
+    "GRUFeatures",
+    "GTSRBDANN",
+    "LeNetDANN",
+    "LeNetDANNBN",
+    "ResNetFeatures",
+    "SVHNDANN",
+    "mlp_head",
+]

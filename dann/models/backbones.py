@@ -1,13 +1,30 @@
-"""Feature extractors. Each takes `in_channels` and `image_size` and exposes `out_features`,
-so heads can be sized without knowing the backbone."""
+"""Feature extractors. Each exposes `out_features`, so heads can be sized without knowing the
+backbone. Image backbones take `in_channels` and `image_size`; the sequence backbone (GRUFeatures)
+takes `input_size`. The ResNets (pretrained trunks) live in dann/models/resnet.py."""
 
 import torch
 from torch import nn
 
+PADDINGS = ("same", "valid")
 
-def _infer_out_features(features: nn.Module, in_channels: int, image_size: int) -> int:
-    with torch.no_grad():
-        return int(features(torch.zeros(1, in_channels, image_size, image_size)).shape[1])
+
+def _infer_out_features(
+    features: nn.Module, in_channels: int, image_size: int, name: str = "this network"
+) -> int:
+    """Width of `features`' output on one zero image. Runs in eval mode, so BatchNorm running
+    statistics stay untouched; an image too small for the network is a clear error."""
+    was_training = features.training
+    features.eval()
+    try:
+        with torch.no_grad():
+            return int(features(torch.zeros(1, in_channels, image_size, image_size)).shape[1])
+    except RuntimeError as e:
+        raise ValueError(
+            f"{image_size}x{image_size} images are too small for {name} ({e}); "
+            "use a larger dataset.image_size"
+        ) from e
+    finally:
+        features.train(was_training)
 
 
 class LeNetDANN(nn.Module):
@@ -29,3 +46,128 @@ class LeNetDANN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class LeNetDANNBN(nn.Module):
+    """The batch-norm MNIST net most public PyTorch DANN code trains with Adam (e.g.
+    fungtion/DANN): conv5x5-64, BN, maxpool 2x2, ReLU; conv5x5-50, BN, Dropout2d(0.5), maxpool
+    2x2, ReLU; flatten (50x4x4 = 800 for 28x28)."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 28):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 64, kernel_size=5),
+            nn.BatchNorm2d(64),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 50, kernel_size=5),
+            nn.BatchNorm2d(50),
+            nn.Dropout2d(0.5),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        self.out_features = _infer_out_features(self.net, in_channels, image_size, "lenet_dann_bn")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def conv_relu_pool(
+    in_channels: int, layers: list[tuple[int, int, tuple[int, int] | None]], padding: str
+) -> list[nn.Module]:
+    """Conv-ReLU(-MaxPool) blocks from (out_channels, kernel, (pool kernel, pool stride) or None).
+    padding="same" pads each conv by kernel // 2 (size kept; pooling rounds down, PyTorch's
+    default); "valid" pads nothing and pools rounding up, as Caffe (the paper's framework) does."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r}: choose one of {PADDINGS}")
+    blocks: list[nn.Module] = []
+    width = in_channels
+    for out_channels, kernel, pool in layers:
+        pad = kernel // 2 if padding == "same" else 0
+        blocks += [nn.Conv2d(width, out_channels, kernel, padding=pad), nn.ReLU(inplace=True)]
+        if pool is not None:
+            blocks.append(nn.MaxPool2d(*pool, ceil_mode=padding == "valid"))
+        width = out_channels
+    return blocks
+
+
+class SVHNDANN(nn.Module):
+    """The paper's SVHN / Syn Numbers feature extractor (JMLR 2016 Fig. 4 / ICML 2015 appendix):
+    conv5x5-64, ReLU, maxpool 3x3 stride 2; conv5x5-64, ReLU, maxpool 3x3 stride 2; conv5x5-128,
+    ReLU; flatten. The paper's heads: label FC3072-FC2048, domain FC1024-FC1024.
+
+    The paper gives no padding. padding="same" (default) pads every conv by 2, so any input from
+    MNIST's 28x28 up runs: 128x7x7 = 6272 features at 32x32, 128x6x6 = 4608 at 28x28.
+    padding="valid" is the Caffe arithmetic (no padding, pooling rounded up): 128x1x1 = 128
+    features at 32x32; it needs images of at least 32x32."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, padding: str = "same"):
+        super().__init__()
+        layers = [(64, 5, (3, 2)), (64, 5, (3, 2)), (128, 5, None)]
+        self.net = nn.Sequential(*conv_relu_pool(in_channels, layers, padding), nn.Flatten())
+        self.out_features = _infer_out_features(self.net, in_channels, image_size, "svhn_dann")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class GTSRBDANN(nn.Module):
+    """The paper's Syn Signs / GTSRB feature extractor (JMLR 2016 Fig. 4, 40x40 inputs):
+    conv5x5-96, ReLU, maxpool 2x2; conv3x3-144, ReLU, maxpool 2x2; conv5x5-256, ReLU, maxpool
+    2x2; flatten. The paper's heads: label FC512, domain FC1024-FC1024.
+
+    The paper gives no padding. padding="same" (default) pads each conv by kernel // 2:
+    256x5x5 = 6400 features at 40x40, 256x3x3 = 2304 at 28x28. padding="valid" (Caffe
+    arithmetic) gives 256x2x2 = 1024 features at 40x40."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 40, padding: str = "same"):
+        super().__init__()
+        layers = [(96, 5, (2, 2)), (144, 3, (2, 2)), (256, 5, (2, 2))]
+        self.net = nn.Sequential(*conv_relu_pool(in_channels, layers, padding), nn.Flatten())
+        self.out_features = _infer_out_features(self.net, in_channels, image_size, "gtsrb_dann")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class GRUFeatures(nn.Module):
+    """A small recurrent feature extractor for sequences (N, T, input_size): a batch-first GRU;
+    the features are the last layer's final hidden state (forward and backward concatenated when
+    bidirectional), so they depend on the whole sequence.
+
+    Any other input shape (N, ...) is read, row-major, as a sequence of `input_size`-wide steps:
+    an image (N, C, H, W) is read pixel by pixel with input_size=1, row by row with input_size=W.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.input_size = input_size
+        self.directions = 2 if bidirectional else 1
+        self.gru = nn.GRU(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.out_features = hidden_size * self.directions
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            if x[0].numel() % self.input_size:
+                raise ValueError(
+                    f"GRUFeatures cannot read inputs of shape {tuple(x.shape)} as steps of "
+                    f"input_size={self.input_size}; set backbone.features.input_size"
+                )
+            x = x.reshape(len(x), -1, self.input_size)
+        _, hidden = self.gru(x)  # (num_layers * directions, N, hidden_size)
+        return torch.cat(tuple(hidden[-self.directions :]), dim=1)

@@ -1,0 +1,36 @@
+"""Fully connected feature extractor for vector inputs (toy problems, tabular data)."""
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Linear-ReLU blocks on flattened inputs. The paper's moons network is MLP(2, [15]) with
+    linear label and domain heads. `in_features` defaults to in_channels * image_size**2, so the
+    same config also runs on image pairs."""
+
+    def __init__(
+        self,
+        in_features: int | None = None,
+        hidden: list[int] = (15,),
+        dropout: float = 0.0,
+        in_channels: int | None = None,
+        image_size: int | None = None,
+    ):
+        super().__init__()
+        if in_features is None:
+            if not (in_channels and image_size):
+                raise ValueError("MLP needs in_features, or in_channels and image_size")
+            in_features = in_channels * image_size**2
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))

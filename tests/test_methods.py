@@ -1,0 +1,254 @@
+"""The target oracle, DAAN and CDAN(+E): end-to-end runs, losses, DAAN's dynamic factor, the
+multilinear maps, entropy weights, and gradient reversal into the features."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dann.methods import CDAN, DAAN, TargetOracle
+from dann.methods.base import domain_targets
+from dann.methods.cdan import MultilinearMap, RandomizedMultilinearMap, entropy_weights
+from dann.methods.daan import dynamic_factor
+from dann.train import build, run
+
+
+@pytest.mark.parametrize("method", ["target_oracle", "daan", "cdan", "cdan_e"])
+def test_fast_dev_run(make_cfg, method):
+    summary = run(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
+    for key in ("test/source_acc", "test/target_acc"):
+        assert 0.0 <= summary[key] <= 1.0
+
+
+def test_configs_build_the_named_methods(make_cfg):
+    _, module, _ = build(make_cfg("method=cdan_e"))
+    cdan = module.method
+    assert isinstance(cdan, CDAN) and cdan.entropy_conditioning
+    # the paper's MNIST net: 768 features * 10 classes > 4096 -> randomized map of size 1024
+    assert isinstance(cdan.map, RandomizedMultilinearMap) and cdan.map.out_features == 1024
+    assert not build(make_cfg("method=cdan"))[1].method.entropy_conditioning
+    daan = build(make_cfg("method=daan"))[1].method
+    assert isinstance(daan, DAAN) and len(daan.local_discriminators) == 10
+    assert float(daan.omega) == 0.5
+
+
+def _batch(in_features=3, num_classes=2, n=6, seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(n, in_features), torch.randn(n, num_classes)
+
+
+@pytest.mark.parametrize(
+    ("make_method", "keys"),
+    [
+        (lambda: DAAN(3, 2, hidden=[5]), {"global_domain_loss", "local_domain_loss"}),
+        (lambda: CDAN(3, 2, hidden=[5]), {"domain_loss"}),
+        (lambda: CDAN(3, 2, hidden=[5], entropy_conditioning=True), {"domain_loss"}),
+        (lambda: CDAN(3, 2, max_multilinear_dim=4, randomized_dim=8), {"domain_loss"}),
+    ],
+    ids=["daan", "cdan", "cdan_e", "cdan_randomized"],
+)
+def test_losses_present_and_finite(make_method, keys):
+    method = make_method()
+    features, logits = _batch()
+    out = method(features, logits, num_source=3, lambda_=1.0)
+    assert set(out.losses) == keys
+    assert all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
+    assert out.domain_logits.shape == (6,)
+    assert out.domain_targets.tolist() == [0, 0, 0, 1, 1, 1]
+    assert method.domain_logits(features, logits).shape == (6,)
+
+
+# --- DAAN --------------------------------------------------------------------------------------
+
+
+def test_dynamic_factor_from_known_errors():
+    chance, perfect = torch.tensor(0.5), torch.tensor(0.0)
+    # perfect global discriminator, chance-level local ones: only the global distance is large
+    assert dynamic_factor(perfect, torch.full((10,), 0.5)) == pytest.approx(1.0)
+    assert dynamic_factor(chance, torch.zeros(10)) == pytest.approx(0.0)
+    assert dynamic_factor(perfect, torch.zeros(10)) == pytest.approx(0.5)
+    assert dynamic_factor(chance, torch.full((10,), 0.5)) == 0.5  # 0 / 0: equal weights
+    # d_g = 2(1 - 2 * 0.25) = 1; d_l = mean(2, 0) = 1
+    assert dynamic_factor(torch.tensor(0.25), torch.tensor([0.0, 0.5])) == pytest.approx(0.5)
+    # errors above chance are clipped to distance 0, never a negative omega
+    assert dynamic_factor(torch.tensor(0.9), torch.tensor([0.4, 0.6])) == pytest.approx(0.0)
+    for _ in range(20):
+        omega = dynamic_factor(torch.rand(()), torch.rand(4))
+        assert 0.0 <= omega <= 1.0
+
+
+class _Fixed(nn.Module):
+    """A discriminator reading "is target" off feature 0 (perfect) or answering 0 (chance)."""
+
+    def __init__(self, perfect: bool):
+        super().__init__()
+        self.perfect = perfect
+
+    def forward(self, x):
+        return (10 * x[:, :1]) if self.perfect else torch.zeros(len(x), 1)
+
+
+def _epoch(daan: DAAN, steps: int = 3) -> dict:
+    for _ in range(steps):
+        features = torch.cat([-torch.ones(4, 3), torch.ones(4, 3)])  # source rows, target rows
+        logits = torch.randn(8, 2)
+        daan(features, logits, num_source=4, lambda_=1.0)
+    return daan.on_train_epoch_end()
+
+
+def test_daan_omega_tracks_discriminator_errors_each_epoch():
+    daan = DAAN(3, 2, hidden=[5])
+    assert float(daan.omega) == 0.5  # initial value, as in the official code
+    daan.discriminator = _Fixed(perfect=True)
+    daan.local_discriminators = nn.ModuleList([_Fixed(False), _Fixed(False)])
+    assert _epoch(daan) == {"omega": pytest.approx(1.0)}
+    assert float(daan.omega) == pytest.approx(1.0)
+    # the next epoch starts from fresh counts: global at chance, locals perfect -> omega 0
+    daan.discriminator = _Fixed(perfect=False)
+    daan.local_discriminators = nn.ModuleList([_Fixed(True), _Fixed(True)])
+    assert _epoch(daan)["omega"] == pytest.approx(0.0)
+    # an epoch without batches keeps omega as it was
+    assert daan.on_train_epoch_end()["omega"] == pytest.approx(0.0)
+
+
+def test_daan_omega_weights_the_losses():
+    daan = DAAN(3, 2, hidden=[5])
+    features, logits = _batch()
+    daan.omega.fill_(0.0)
+    assert daan(features, logits, 3, 1.0).losses["local_domain_loss"] == 0
+    daan.omega.fill_(1.0)
+    assert daan(features, logits, 3, 1.0).losses["global_domain_loss"] == 0
+
+
+def _feature_grads(daan, net, x, logits, term, reverse=True):
+    net.zero_grad()
+    daan.zero_grad()
+    if not reverse:  # the no-GRL reference: the same loss, features handed on unchanged
+        daan.reverse = lambda f, lam: f
+    out = daan(net(x), logits, num_source=3, lambda_=0.5)
+    if not reverse:
+        del daan.reverse
+    out.losses[term].backward()
+    disc = daan.discriminator if term == "global_domain_loss" else daan.local_discriminators
+    return [p.grad.clone() for p in net.parameters()], [p.grad.clone() for p in disc.parameters()]
+
+
+@pytest.mark.parametrize("term", ["global_domain_loss", "local_domain_loss"])
+def test_daan_reverses_the_gradient_into_the_features(term):
+    torch.manual_seed(0)
+    net, daan = nn.Linear(4, 3), DAAN(3, 2, hidden=[5])
+    x, logits = torch.randn(6, 4), torch.randn(6, 2)
+    ref_feat, ref_disc = _feature_grads(daan, net, x, logits, term, reverse=False)
+    feat, disc = _feature_grads(daan, net, x, logits, term, reverse=True)
+    for g, r in zip(disc, ref_disc, strict=True):
+        torch.testing.assert_close(g, r)  # discriminators learn at full strength
+    for g, r in zip(feat, ref_feat, strict=True):
+        assert r.abs().sum() > 0
+        torch.testing.assert_close(g, -0.5 * r)  # features: reversed, scaled by lambda
+
+
+# --- CDAN --------------------------------------------------------------------------------------
+
+
+def test_multilinear_map_is_the_flattened_outer_product():
+    f, g = torch.randn(5, 3), torch.randn(5, 2).softmax(1)
+    out = MultilinearMap(3, 2)(f, g)
+    assert out.shape == (5, 6)
+    torch.testing.assert_close(out.view(5, 2, 3), g[:, :, None] * f[:, None, :])
+
+
+def test_randomized_map_above_the_threshold_only():
+    assert isinstance(CDAN(3, 2, max_multilinear_dim=6).map, MultilinearMap)  # 6 <= 6
+    cdan = CDAN(3, 2, max_multilinear_dim=5, randomized_dim=16, random_seed=7)
+    assert isinstance(cdan.map, RandomizedMultilinearMap)
+    assert cdan.discriminator[0].in_features == 16
+    f, g = torch.randn(5, 3), torch.randn(5, 2).softmax(1)
+    expected = (f @ cdan.map.r_f) * (g @ cdan.map.r_g) / 4.0
+    torch.testing.assert_close(cdan.map(f, g), expected)
+    # fixed, seeded, saved with the model and not trained
+    again = CDAN(3, 2, max_multilinear_dim=5, randomized_dim=16, random_seed=7)
+    assert torch.equal(again.map.r_f, cdan.map.r_f) and torch.equal(again.map.r_g, cdan.map.r_g)
+    assert {"map.r_f", "map.r_g"} <= set(cdan.state_dict())
+    assert not any(n.startswith("map.") for n, _ in cdan.named_parameters())
+
+
+def test_entropy_weights_above_one_and_larger_when_confident():
+    probs = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.6, 0.3, 0.1], [0.98, 0.01, 0.01]])
+    w = entropy_weights(probs)
+    assert (w > 1).all() and (w <= 2).all()
+    assert w[0] < w[1] < w[2]
+    assert w[0] == pytest.approx(1 + 1 / 3)  # exp(-log 3)
+
+
+def test_cdan_e_weights_normalised_per_domain():
+    cdan = CDAN(3, 2, hidden=[5], entropy_conditioning=True)
+    features, logits = _batch(n=5)  # 2 source, 3 target rows
+    out = cdan(features, logits, num_source=2, lambda_=1.0)
+    w = entropy_weights(logits.softmax(1))
+    bce = F.binary_cross_entropy_with_logits(
+        out.domain_logits, domain_targets(2, 5, "cpu"), reduction="none"
+    )
+    expected = 0.5 * (w[:2] @ bce[:2]) / w[:2].sum() + 0.5 * (w[2:] @ bce[2:]) / w[2:].sum()
+    torch.testing.assert_close(out.losses["domain_loss"], expected)
+    # equal confidence everywhere and equal domain sizes: plain CDAN's mean BCE
+    flat = torch.zeros(6, 2)
+    plain = CDAN(3, 2, hidden=[5])
+    plain.load_state_dict(cdan.state_dict())
+    f6 = torch.randn(6, 3)
+    torch.testing.assert_close(
+        cdan(f6, flat, 3, 1.0).losses["domain_loss"], plain(f6, flat, 3, 1.0).losses["domain_loss"]
+    )
+
+
+@pytest.mark.parametrize("entropy", [False, True])
+def test_cdan_reverses_the_gradient_into_the_features_only(entropy):
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    cdan = CDAN(3, 2, hidden=[5], entropy_conditioning=entropy)
+    x = torch.randn(6, 4)
+    logits = torch.randn(6, 2, requires_grad=True)
+
+    def grads(reverse: bool):
+        net.zero_grad()
+        cdan.zero_grad()
+        logits.grad = None
+        if not reverse:
+            cdan.reverse = lambda t, lam: t
+        out = cdan(net(x), logits, num_source=3, lambda_=0.5)
+        if not reverse:
+            del cdan.reverse
+        out.losses["domain_loss"].backward()
+        assert logits.grad is None  # predictions are detached: nothing reaches the classifier
+        return [p.grad.clone() for p in net.parameters()], [
+            p.grad.clone() for p in cdan.discriminator.parameters()
+        ]
+
+    ref_feat, ref_disc = grads(reverse=False)
+    feat, disc = grads(reverse=True)
+    for g, r in zip(disc, ref_disc, strict=True):
+        torch.testing.assert_close(g, r)
+    for g, r in zip(feat, ref_feat, strict=True):
+        assert r.abs().sum() > 0
+        torch.testing.assert_close(g, -0.5 * r)
+
+
+def test_cdan_domain_logits_need_the_predictions():
+    with pytest.raises(ValueError, match="logits="):
+        CDAN(3, 2).domain_logits(torch.randn(4, 3))
+
+
+# --- target oracle -----------------------------------------------------------------------------
+
+
+def test_target_oracle_trains_on_labelled_target_batches(make_cfg):
+    datamodule, module, _ = build(make_cfg("method=target_oracle"))
+    assert isinstance(module.method, TargetOracle) and not module.method.reverses_gradient
+    datamodule.setup("fit")
+    x, y = next(iter(datamodule.train_dataloader().iterables["source"]))
+    target, source = datamodule.data.target.train, datamodule.data.source.train
+    flat_target, flat_source = target.inputs.flatten(1), source.inputs.flatten(1)
+    for xi, yi in zip(x.flatten(1), y, strict=True):
+        rows = (flat_target == xi).all(dim=1).nonzero().flatten()
+        assert len(rows) >= 1  # a target training image ...
+        assert (target.labels[rows] == yi).all()  # ... with its own target label
+        assert not (flat_source == xi).all(dim=1).any()  # never a source image
