@@ -17,14 +17,22 @@ def test_moons_target_is_the_source_rotated_by_35_degrees():
     # noise-free moons: both domains lie on the same two arcs, rotated about the centre
     a = math.radians(35.0)
     rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    centre = torch.tensor([0.5, 0.25])
-    back = (tgt.inputs - centre) @ rot + centre  # undo the rotation
+    back = tgt.inputs @ rot  # undo the rotation (about the centre, which is the origin)
     assert torch.allclose(back.sort(0).values, src.inputs.sort(0).values, atol=1e-5)
     assert torch.equal(tgt.labels.sort().values, src.labels.sort().values)
 
 
 def _target_acc(make_cfg, *overrides):
     return run(make_cfg("experiment=moons", "callbacks=none", *overrides))["test/target_acc"]
+
+
+@pytest.mark.slow  # two 300-epoch runs: ~1.5 min alone on 2 cores; `pytest -m slow`
+def test_dann_beats_source_only_on_rotated_moons(make_cfg):
+    """The paper's qualitative result (JMLR 2016, Fig. 2). Measured at seed 1: source-only
+    0.686, DANN 0.869 target accuracy; the asserted margin is under half of that gap."""
+    source_only = _target_acc(make_cfg, "method=source_only", "seed=1")
+    dann = _target_acc(make_cfg, "method=dann", "seed=1")
+    assert dann > source_only + 0.08, (dann, source_only)
 
 
 def test_decision_boundary_figure_reaches_tensorboard(make_cfg, tmp_path):

@@ -1,8 +1,9 @@
 """Toy pairs with a known shift: the paper's two moons (JMLR 2016 section 5.1.1).
 
-`moons`: source = scikit-learn's inter-twinning moons, target = the same distribution rotated by
-`rotation` degrees (35 in the paper) about the source's centre. Float features (N, 2); train,
-val and test are independent draws (fixed by split_seed).
+`moons`: source = scikit-learn's inter-twinning moons, centred and scaled by 2 as in the
+authors' reference code; target = the same distribution rotated by `rotation` degrees (35 in
+the paper) about the centre. Float features (N, 2); train, val and test are independent draws
+(fixed by split_seed).
 """
 
 import math
@@ -21,7 +22,7 @@ def _moons(n: int, noise: float, rotation_deg: float, seed: int) -> Split:
     x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
     a = math.radians(rotation_deg)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    x = (x - CENTRE) @ rot.T + CENTRE
+    x = 2 * (x - CENTRE) @ rot.T
     return Split(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
 
 

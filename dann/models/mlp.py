@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from dann.models.heads import mlp_blocks
+
 
 class MLP(nn.Module):
     """Linear-ReLU blocks on flattened inputs. The paper's moons network is MLP(2, [15]) with
@@ -22,15 +24,8 @@ class MLP(nn.Module):
             if not (in_channels and image_size):
                 raise ValueError("MLP needs in_features, or in_channels and image_size")
             in_features = in_channels * image_size**2
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
+        layers, self.out_features = mlp_blocks(in_features, hidden, dropout)
         self.net = nn.Sequential(*layers)
-        self.out_features = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
