@@ -20,6 +20,30 @@ def test_fast_dev_run(make_cfg, method):
         assert 0.0 <= summary[key] <= 1.0
 
 
+@pytest.mark.parametrize(
+    ("method", "logged"),
+    [
+        ("daan", {"train/global_domain_loss", "train/local_domain_loss", "train/omega"}),
+        ("cdan_e", {"train/domain_loss"}),
+        ("target_oracle", {"train/domain_loss"}),
+    ],
+)
+def test_method_loss_terms_reach_the_logs(make_cfg, method, logged):
+    datamodule, module, trainer = build(
+        make_cfg(
+            f"method={method}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+        )
+    )
+    trainer.fit(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+    assert logged | {"train/label_loss", "train/lambda", "val/target_acc"} <= set(metrics)
+    if "train/omega" in logged:
+        assert 0.0 <= float(metrics["train/omega"]) <= 1.0
+
+
 def test_configs_build_the_named_methods(make_cfg):
     _, module, _ = build(make_cfg("method=cdan_e"))
     cdan = module.method
