@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dann.data.cache import cached_tensors
-from dann.data.registry import DomainData, Split, split_indices, take, val_size
+from dann.data.registry import DomainData, Split, hold_out_val, split_indices, take
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,11 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
         raise RuntimeError(
             f"MNIST files under {raw} could not be read ({e}); re-download them"
         ) from e
-    n = len(train.targets)
-    rest, val, _ = split_indices(n, (val_size(n), 0), split_seed)
-    full = Split(train.data.unsqueeze(1), train.targets.long())
-    return DomainData(
-        name="mnist",
-        train=take(full, rest),
-        val=take(full, val),
-        test=Split(test.data.unsqueeze(1), test.targets.long()),
+    return hold_out_val(
+        "mnist",
+        Split(train.data.unsqueeze(1), train.targets.long()),
+        Split(test.data.unsqueeze(1), test.targets.long()),
+        split_seed,
     )
 
 

@@ -22,10 +22,8 @@ from dann.data.registry import (
     PairData,
     PairSpec,
     Split,
+    hold_out_val,
     register_pair,
-    split_indices,
-    take,
-    val_size,
 )
 
 log = logging.getLogger(__name__)
@@ -141,15 +139,8 @@ def load_mnistm_official(root: str, data_dir: Path, split_seed: int) -> DomainDa
             meta,
             lambda f=folder, lf=labels_file: _read_png_split(f, lf),
         )
-    n = len(parts["train"]["labels"])
-    rest, val, _ = split_indices(n, (val_size(n), 0), split_seed)
-    tr = parts["train"]
-    return DomainData(
-        name="mnist-m",
-        train=take(Split(tr["images"], tr["labels"]), rest),
-        val=take(Split(tr["images"], tr["labels"]), val),
-        test=Split(parts["test"]["images"], parts["test"]["labels"]),
-    )
+    train, test = (Split(parts[k]["images"], parts[k]["labels"]) for k in ("train", "test"))
+    return hold_out_val("mnist-m", train, test, split_seed)
 
 
 @register_pair("mnist_to_mnistm")

@@ -105,3 +105,10 @@ def split_indices(n: int, sizes: tuple[int, int], seed: int) -> tuple[torch.Tens
 
 def take(split: Split, index: torch.Tensor) -> Split:
     return Split(split.inputs[index], split.labels[index])
+
+
+def hold_out_val(name: str, train: Split, test: Split, seed: int) -> DomainData:
+    """A domain from an official train/test release: `val_size` training images, chosen by a
+    fixed permutation, become the validation split."""
+    rest, val, _ = split_indices(len(train), (val_size(len(train)), 0), seed)
+    return DomainData(name, take(train, rest), take(train, val), test)

@@ -20,10 +20,8 @@ from dann.data.registry import (
     PairData,
     PairSpec,
     Split,
+    hold_out_val,
     register_pair,
-    split_indices,
-    take,
-    val_size,
 )
 from dann.data.usps import EMBEDDED_MNIST_HINT, load_mnist_from_root
 
@@ -68,8 +66,7 @@ def load_svhn(root: str | None, split_seed: int) -> DomainData:
         )
     train = read_digits_mat(base / SVHN_FILES["train"])
     test = read_digits_mat(base / SVHN_FILES["test"])
-    rest, val, _ = split_indices(len(train), (val_size(len(train)), 0), split_seed)
-    return DomainData("svhn", take(train, rest), take(train, val), test)
+    return hold_out_val("svhn", train, test, split_seed)
 
 
 @register_pair("svhn_to_mnist")

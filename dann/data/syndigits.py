@@ -23,10 +23,8 @@ from dann.data.registry import (
     PairData,
     PairSpec,
     Split,
+    hold_out_val,
     register_pair,
-    split_indices,
-    take,
-    val_size,
 )
 from dann.data.svhn import load_svhn, read_digits_mat
 
@@ -212,8 +210,7 @@ def load_syndigits_official(root: str, split_seed: int) -> DomainData | None:
         )
     train = read_digits_mat(base / SYNDIGITS_FILES["train"])
     test = read_digits_mat(base / SYNDIGITS_FILES["test"])
-    rest, val, _ = split_indices(len(train), (val_size(len(train)), 0), split_seed)
-    return DomainData("syndigits", take(train, rest), take(train, val), test)
+    return hold_out_val("syndigits", train, test, split_seed)
 
 
 @register_pair("syndigits_to_svhn")

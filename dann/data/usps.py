@@ -22,10 +22,10 @@ from dann.data.registry import (
     PairData,
     PairSpec,
     Split,
+    hold_out_val,
     register_pair,
     split_indices,
     take,
-    val_size,
 )
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ def load_usps(root: str | None, split_seed: int) -> DomainData:
             ) from e
         images = torch.from_numpy(ds.data).unsqueeze(1).contiguous()  # uint8 (N, 1, 16, 16)
         parts[split] = Split(images, torch.tensor(ds.targets, dtype=torch.long))
-    n = len(parts["train"])
-    rest, val, _ = split_indices(n, (val_size(n), 0), split_seed)
-    return DomainData("usps", take(parts["train"], rest), take(parts["train"], val), parts["test"])
+    return hold_out_val("usps", parts["train"], parts["test"], split_seed)
 
 
 def load_sklearn_digits(split_seed: int) -> DomainData:
