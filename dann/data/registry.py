@@ -44,6 +44,10 @@ class DomainData:
     val: Split | Dataset
     test: Split | Dataset
 
+    def __len__(self) -> int:
+        """Examples over all three splits."""
+        return len(self.train) + len(self.val) + len(self.test)
+
 
 @dataclass(frozen=True)
 class PairData:

