@@ -107,17 +107,20 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self.loader = get_pair(name)  # unknown names fail here, before any data is read
         self.spec = PairSpec(name, root, Path(data_dir), split_seed, image_size, channels, options)
         self.data: PairData | None = None
+        self._prepared: PairData | None = None  # loaded by prepare_data in this process
         self.mean: torch.Tensor | None = None
 
     def prepare_data(self) -> None:
-        """Build the caches once per node (Lightning runs this on one process only)."""
-        self.loader(self.spec)
+        """Build the caches once per node (Lightning runs this on one process only). That
+        process keeps what it loaded for `setup`; the others read the caches there."""
+        if self.data is None and self._prepared is None:
+            self._prepared = self.loader(self.spec)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
         hp = self.hparams
-        pair = self.loader(self.spec)
+        pair, self._prepared = self._prepared or self.loader(self.spec), None
         if pair.num_classes != hp.num_classes:
             raise ValueError(
                 f"dataset {hp.name} has {pair.num_classes} classes but "
