@@ -10,7 +10,7 @@ def main(cfg: DictConfig) -> float | None:
     from dann.train import run  # imported here so `--help` and `--cfg` stay fast
 
     summary = run(cfg)
-    return summary[f"selected_{cfg.monitor}"]  # for Hydra sweepers that optimise
+    return summary[f"selected_{cfg.selection.metric}"]  # for Hydra sweepers that optimise
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class DALightningModule(pl.LightningModule):
         for name, value in self.method.on_train_epoch_end().items():
             self.log(f"train/{name}", value)
 
-    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
         x, y = batch
         domain = DOMAINS[dataloader_idx]
         features = self.feature_extractor(x)
@@ -115,6 +115,8 @@ class DALightningModule(pl.LightningModule):
             # probabilities, not logits: torchmetrics only applies a sigmoid if some value is
             # outside [0, 1], and near equilibrium DANN's logits are all close to 0
             self.eval_domain_acc.update(d.sigmoid(), torch.full_like(d, float(dataloader_idx)))
+        # handed to callbacks' on_*_batch_end (the selection validators); Lightning keeps none
+        return {"features": features.detach(), "logits": logits.detach(), "labels": y}
 
     def _eval_epoch_end(self, stage: str) -> None:
         if self.eval_domain_acc.update_called:
@@ -123,13 +125,13 @@ class DALightningModule(pl.LightningModule):
         self.eval_domain_acc.reset()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._eval_step("val", batch, dataloader_idx)
+        return self._eval_step("val", batch, dataloader_idx)
 
     def on_validation_epoch_end(self):
         self._eval_epoch_end("val")
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._eval_step("test", batch, dataloader_idx)
+        return self._eval_step("test", batch, dataloader_idx)
 
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")

@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from dann.callbacks.selection import SelectionValidators, format_report
 from dann.data import DomainAdaptationDataModule
 from dann.module import DALightningModule
 
@@ -43,7 +44,7 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
 
 def flat_hparams(cfg: DictConfig) -> dict:
     """The config groups that define a run, flattened for TensorBoard's HPARAMS tab."""
-    out = {"seed": cfg.seed, "monitor": cfg.monitor}
+    out = {"seed": cfg.seed, "selection": cfg.selection.metric}
 
     def walk(prefix: str, node) -> None:
         if isinstance(node, dict):
@@ -72,25 +73,30 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    best_path, val_at_best = _selected_checkpoint(trainer, cfg.monitor)
+    monitor = cfg.selection.metric
+    best_path, val_at_best = _selected_checkpoint(trainer, monitor)
     per_loader = trainer.test(
         module, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
     )
     test = {k: v for metrics in per_loader for k, v in metrics.items()}
     summary = {
-        f"selected_{cfg.monitor}": val_at_best.get(cfg.monitor),
+        f"selected_{monitor}": val_at_best.get(monitor),
         "selected_val/target_acc": val_at_best.get("val/target_acc"),
         "test/source_acc": test.get("test/source_acc"),
         "test/target_acc": test.get("test/target_acc"),
         "checkpoint": best_path,
         "log_dir": trainer.logger.log_dir if trainer.logger else None,
     }
+    validators = [c for c in trainer.callbacks if isinstance(c, SelectionValidators)]
+    report = validators[0].report() if validators else {}
     if not trainer.is_global_zero:
         return summary
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps({**summary, "selection": report}, indent=2))
     if trainer.logger:
+        picked = {f"selection/{k}_target_acc": r["target_acc"] for k, r in report.items()}
+        trainer.logger.log_metrics(picked, step=trainer.global_step)
         metrics = {
             f"hp/{k.replace('selected_', '')}": v
             for k, v in summary.items()
@@ -105,12 +111,17 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     log.info(
         "SUMMARY best %s=%s | val/target_acc at that checkpoint=%s (oracle, reporting only) | "
         "test source_acc=%s target_acc=%s | checkpoint=%s | logs=%s",
-        cfg.monitor,
-        fmt(summary[f"selected_{cfg.monitor}"]),
+        monitor,
+        fmt(summary[f"selected_{monitor}"]),
         fmt(summary["selected_val/target_acc"]),
         fmt(summary["test/source_acc"]),
         fmt(summary["test/target_acc"]),
         summary["checkpoint"],
         Path(summary["log_dir"]) if summary["log_dir"] else None,
     )
+    if report:
+        log.info(
+            "SELECTION what each validator picks (val target_acc = oracle):\n%s",
+            format_report(report),
+        )
     return summary

@@ -27,6 +27,16 @@ EXPECTED_SCALARS = {
     "hp/val/target_acc",
     "hp/test/source_acc",
     "hp/test/target_acc",
+    # unsupervised selection validators, what each picked, and the invariance measures
+    "val/reverse_acc",
+    "val/dev_risk",
+    "val/entropy",
+    "val/snd",
+    "selection/source_val_target_acc",
+    "selection/dev_target_acc",
+    "selection/target_oracle_target_acc",
+    "analysis/pad_inputs",
+    "analysis/pad_features",
 }
 
 
@@ -36,17 +46,20 @@ def train_py(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _event_tags(log_dir: Path) -> tuple[set[str], set[str]]:
-    scalars, hparams = set(), set()
+def _event_tags(log_dir: Path) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Scalar, HPARAMS, image and custom-scalar tags of a TensorBoard log dir."""
+    scalars, hparams, images, layouts = set(), set(), set(), set()
     for f in log_dir.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(f))
         acc.Reload()
         scalars |= set(acc.Tags()["scalars"])
-        try:
-            hparams |= set(acc.PluginTagToContent("hparams"))
-        except KeyError:  # this event file holds no hparams summary
-            pass
-    return scalars, hparams
+        images |= set(acc.Tags()["images"])
+        for plugin, found in (("hparams", hparams), ("custom_scalars", layouts)):
+            try:
+                found |= set(acc.PluginTagToContent(plugin))
+            except KeyError:  # this event file holds no such summary
+                pass
+    return scalars, hparams, images, layouts
 
 
 def test_cli_run_logs_all_metrics_and_hparams(tmp_path, data_dir):
@@ -65,9 +78,11 @@ def test_cli_run_logs_all_metrics_and_hparams(tmp_path, data_dir):
     summary = [line for line in proc.stdout.splitlines() if "SUMMARY" in line]
     assert len(summary) == 1 and "val/target_acc at that checkpoint=0." in summary[0]
     assert (proc.stdout + proc.stderr).count("EMBEDDED DATA") == 1  # one loud line per run
-    scalars, hparams = _event_tags(out / "tensorboard")
+    scalars, hparams, images, layouts = _event_tags(out / "tensorboard")
     assert EXPECTED_SCALARS <= scalars, EXPECTED_SCALARS - scalars
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams
+    assert "analysis/tsne" in images and layouts  # t-SNE figure, CUSTOM SCALARS layout
+    assert "SELECTION what each validator picks" in proc.stdout + proc.stderr
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / ".hydra" / "config.yaml").is_file()
 

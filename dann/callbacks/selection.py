@@ -1,0 +1,120 @@
+"""`SelectionValidators`: unsupervised model-selection scores every validation epoch, and the
+end-of-run report of what each would have picked.
+
+Each validation epoch it gathers the source and target validation features/logits (the
+module's `validation_step` returns them) and logs, next to the oracle `val/target_acc`:
+`val/reverse_acc`, `val/dev_risk`, `val/entropy`, `val/snd` (see `dann.selection`). The
+`selection` config group points the checkpoint at one of them (`val/source_acc` by default).
+
+After each validation it records every `val/*` metric of the epoch; `report()` then says, for
+each validator, the epoch it would pick and the oracle target accuracy there, next to the best
+target accuracy of any epoch: what selecting without target labels costs.
+"""
+
+import logging
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from dann import selection
+from dann.data.datamodule import DOMAINS
+
+log = logging.getLogger(__name__)
+
+ORACLE = "val/target_acc"
+
+
+class SelectionValidators(pl.Callback):
+    def __init__(self, max_samples: int = 2000, seed: int = 0):
+        """`max_samples`: per domain, the first ones of the (unshuffled) validation sets."""
+        self.max_samples = max_samples
+        self.seed = seed
+        self.history: list[dict] = []  # per validation epoch: {"epoch", "step", val/* metrics}
+        self._outputs: dict[str, list[dict]] = {}
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._outputs = {d: [] for d in DOMAINS}
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if trainer.sanity_checking or not outputs:
+            return
+        kept = self._outputs[DOMAINS[dataloader_idx]]
+        if sum(len(o["labels"]) for o in kept) < self.max_samples:
+            kept.append({k: v.float() if v.is_floating_point() else v for k, v in outputs.items()})
+
+    def _gathered(self, pl_module, domain: str) -> dict[str, torch.Tensor]:
+        parts = self._outputs[domain]
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if pl_module.trainer.world_size > 1:  # every rank scores the same, whole, sample
+            out = {k: pl_module.all_gather(v).flatten(0, 1) for k, v in out.items()}
+        return {k: v[: self.max_samples].cpu() for k, v in out.items()}
+
+    def scores(self, source: dict, target: dict) -> dict[str, float]:
+        """The validators from source (features, logits, labels) and target (features, logits)."""
+        fs, ft = source["features"].numpy(), target["features"].numpy()
+        source_losses = F.cross_entropy(source["logits"], source["labels"], reduction="none")
+        return {
+            "val/reverse_acc": selection.reverse_validation_acc(
+                fs, source["labels"].numpy(), ft, target["logits"].argmax(1).numpy(), self.seed
+            ),
+            "val/dev_risk": selection.dev_risk(fs, source_losses.numpy(), ft, self.seed),
+            "val/entropy": selection.prediction_entropy(target["logits"]),
+            "val/snd": selection.soft_neighborhood_density(target["logits"]),
+        }
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not all(self._outputs.values()):
+            return
+        scores = self.scores(*(self._gathered(pl_module, d) for d in DOMAINS))
+        for name, value in scores.items():
+            pl_module.log(name, value)  # the same value on every rank: nothing to reduce
+        self._outputs = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.history.append(
+            {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        )
+
+    def report(self) -> dict[str, dict]:
+        """For each validator: the epoch it picks and the oracle target accuracy there."""
+        rows = {}
+        for name, (metric, mode) in selection.VALIDATORS.items():
+            epochs = [h for h in self.history if np.isfinite(h.get(metric, np.nan))]
+            if not epochs or not all(ORACLE in h for h in epochs):
+                continue
+            pick = (max if mode == "max" else min)(epochs, key=lambda h: h[metric])
+            rows[name] = {
+                "metric": metric,
+                "epoch": pick["epoch"],
+                "score": pick[metric],
+                "target_acc": pick[ORACLE],
+            }
+        return rows
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+def format_report(rows: dict[str, dict]) -> str:
+    """The report as a small text table (printed at the end of a run)."""
+    if not rows:
+        return "(no validation epochs recorded)"
+    best = rows.get("target_oracle", {}).get("target_acc")
+    lines = [f"{'validator':<22} {'metric':<16} {'epoch':>5} {'val target_acc':>14}  cost"]
+    for name, r in rows.items():
+        cost = f"{best - r['target_acc']:+.4f}" if best is not None else ""
+        label = name + (" (oracle)" if name == "target_oracle" else "")
+        lines.append(
+            f"{label:<22} {r['metric']:<16} {r['epoch']:>5} {r['target_acc']:>14.4f}  {cost}"
+        )
+    return "\n".join(lines)

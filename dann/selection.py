@@ -1,0 +1,117 @@
+"""Unsupervised model-selection scores: how good is a model on the target, without target labels.
+
+Pure functions of features, logits and *source* labels (NumPy/torch in, float out):
+
+- `reverse_validation_acc` (Ganin et al., JMLR 2016, sec. 5.1.2): pseudo-label the target with
+  the current model, train a reverse classifier target -> source, score it on labelled source
+  validation data. Higher is better. The paper trains the reverse classifier with the whole
+  adaptation algorithm; here it is a logistic regression on the model's frozen features, cheap
+  enough to run every validation epoch (the same idea as tllib's and pytorch-adapt's variants).
+- `dev_risk` (You et al., ICML 2019, "Towards Accurate Model Selection in Deep Unsupervised
+  Domain Adaptation"): importance-weighted source validation loss, weights from a domain
+  classifier on the features, with the paper's control variate. Lower is better.
+- `prediction_entropy` (mean entropy of target predictions). Lower is better.
+- `soft_neighborhood_density` (Saito et al., ICCV 2021, SND). Higher is better.
+
+The domain and reverse classifiers are scikit-learn logistic regressions on standardised
+features; every function is deterministic for a given `seed`.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+# name -> (logged metric, mode): the `selection` config group picks one of these
+VALIDATORS = {
+    "source_val": ("val/source_acc", "max"),
+    "reverse_val": ("val/reverse_acc", "max"),
+    "dev": ("val/dev_risk", "min"),
+    "entropy": ("val/entropy", "min"),
+    "snd": ("val/snd", "max"),
+    "target_oracle": ("val/target_acc", "max"),  # uses target labels: an upper bound only
+}
+
+
+def _logistic(seed: int):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=seed))
+
+
+def _calibrated_logistic(x: np.ndarray, y: np.ndarray):
+    """A logistic regression whose regularisation is picked by cross-validated log-loss: a
+    density ratio needs calibrated probabilities, and an overfit classifier gives weights of
+    1e6 on high-dimensional features."""
+
+    def model(c: float):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300))
+
+    def score(c: float) -> float:
+        return cross_val_score(model(c), x, y, cv=3, scoring="neg_log_loss").mean()
+
+    return model(max((1e-3, 1e-2, 1e-1, 1.0), key=score)).fit(x, y)
+
+
+def reverse_validation_acc(
+    source_features: np.ndarray,
+    source_labels: np.ndarray,
+    target_features: np.ndarray,
+    target_pseudo_labels: np.ndarray,
+    seed: int = 0,
+) -> float:
+    """Accuracy on the labelled source of a classifier trained on pseudo-labelled target."""
+    classes = np.unique(target_pseudo_labels)
+    if len(classes) == 1:  # a collapsed model: the reverse classifier predicts that one class
+        return float(np.mean(source_labels == classes[0]))
+    reverse = _logistic(seed).fit(target_features, target_pseudo_labels)
+    return float(np.mean(reverse.predict(source_features) == source_labels))
+
+
+def target_density_ratio(
+    source_features: np.ndarray, target_features: np.ndarray, seed: int = 0, folds: int = 2
+) -> np.ndarray:
+    """w(x) = p_target(x) / p_source(x) at each source point, from a domain classifier.
+
+    Cross-fitted: each source point is weighted by a classifier that did not see it."""
+    x = np.concatenate([source_features, target_features])
+    d = np.concatenate([np.zeros(len(source_features)), np.ones(len(target_features))])
+    p_target = np.empty(len(x))
+    for fit_idx, out_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, d):
+        domain_classifier = _calibrated_logistic(x[fit_idx], d[fit_idx])
+        p_target[out_idx] = domain_classifier.predict_proba(x[out_idx])[:, 1]
+    p = np.clip(p_target[: len(source_features)], 1e-6, 1 - 1e-6)
+    return p / (1 - p) * len(source_features) / len(target_features)
+
+
+def dev_risk(
+    source_features: np.ndarray,
+    source_losses: np.ndarray,
+    target_features: np.ndarray,
+    seed: int = 0,
+) -> float:
+    """Deep Embedded Validation: an estimate of the target risk (lower is better)."""
+    w = target_density_ratio(source_features, target_features, seed)
+    weighted = w * source_losses
+    var_w = np.var(w, ddof=1)
+    eta = -np.cov(weighted, w)[0, 1] / var_w if var_w > 0 else 0.0
+    return float(np.mean(weighted) + eta * np.mean(w) - eta)
+
+
+def prediction_entropy(logits: torch.Tensor) -> float:
+    """Mean Shannon entropy (nats) of the softmax predictions (lower: more confident)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return float(-(log_p.exp() * log_p).sum(1).mean())
+
+
+def soft_neighborhood_density(logits: torch.Tensor, temperature: float = 0.05) -> float:
+    """SND: entropy of each target point's soft neighbourhood in prediction space.
+
+    High when predictions form dense clusters of similar points (higher is better)."""
+    p = F.normalize(F.softmax(logits.float(), dim=1), dim=1)
+    sim = p @ p.T
+    sim.fill_diagonal_(float("-inf"))  # a point is not its own neighbour
+    log_q = F.log_softmax(sim / temperature, dim=1)
+    q = log_q.exp()
+    return float(-(q * log_q.nan_to_num(neginf=0.0)).sum(1).mean())

@@ -1,0 +1,120 @@
+"""Unsupervised model selection and invariance measures on small shifts whose answer is known."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dann import analysis, selection
+from dann.callbacks.selection import SelectionValidators, format_report
+from dann.train import run
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def blobs(rng, means, n):
+    """n points around each 2-D mean, with the mean's index as label."""
+    x = np.concatenate([rng.normal(m, 0.7, size=(n, 2)) for m in means])
+    return x, np.repeat(np.arange(len(means)), n)
+
+
+def test_reverse_validation_prefers_the_model_that_is_right_on_the_target():
+    rng = np.random.default_rng(0)
+    xs, ys = blobs(rng, [(-2.5, 0), (2.5, 0)], 200)
+    xt, yt = blobs(rng, [(-2.5, 0), (2.5, 0)], 200)
+    xt = xt + (1.0, 1.0)  # the shift
+    good = yt  # a model that labels the target correctly
+    # one whose target predictions have nothing to do with the classes (it splits the target
+    # along the axis the classes do not vary on)
+    bad = (xt[:, 1] > np.median(xt[:, 1])).astype(int)
+    good_score = selection.reverse_validation_acc(xs, ys, xt, good)
+    bad_score = selection.reverse_validation_acc(xs, ys, xt, bad)
+    assert good_score > 0.9 and bad_score < 0.7
+    # a collapsed model (one class everywhere) scores the share of that class, no error
+    assert selection.reverse_validation_acc(xs, ys, xt, np.zeros_like(yt)) == 0.5
+
+
+def test_dev_risk_tracks_the_loss_where_the_target_lives():
+    rng = np.random.default_rng(1)
+    region_a = rng.normal((-3, 0), 1.0, size=(300, 2))
+    region_b = rng.normal((3, 0), 1.0, size=(300, 2))
+    source = np.concatenate([region_a, region_b])
+    target = rng.normal((3, 0), 1.0, size=(300, 2))  # the target looks like region B only
+    good_on_b = np.concatenate([np.full(300, 2.0), np.full(300, 0.1)])
+    good_on_a = good_on_b[::-1].copy()
+    assert good_on_b.mean() == pytest.approx(good_on_a.mean())  # source loss can't tell them apart
+    risk_b = selection.dev_risk(source, good_on_b, target)
+    risk_a = selection.dev_risk(source, good_on_a, target)
+    assert risk_b < 0.6 < 1.5 < risk_a
+
+
+def test_density_ratio_is_about_one_for_identical_domains():
+    rng = np.random.default_rng(2)
+    w = selection.target_density_ratio(rng.normal(size=(400, 50)), rng.normal(size=(400, 50)))
+    assert abs(w.mean() - 1) < 0.2 and w.max() < 5  # no exploding weights in 50-D
+
+
+def test_entropy_and_snd_prefer_confident_clustered_predictions():
+    g = torch.Generator().manual_seed(0)
+    classes = torch.arange(500) % 10
+    clustered = 6 * torch.nn.functional.one_hot(classes, 10) + 0.05 * torch.randn(
+        500, 10, generator=g
+    )
+    scattered = 6 * torch.randn(500, 10, generator=g)  # confident too, but no two points agree
+    diffuse = 0.1 * torch.randn(500, 10, generator=g)
+    assert selection.prediction_entropy(clustered) < selection.prediction_entropy(diffuse)
+    assert selection.soft_neighborhood_density(clustered) > selection.soft_neighborhood_density(
+        scattered
+    )
+
+
+def test_proxy_a_distance_is_zero_for_identical_and_two_for_separable_domains():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(500, 20)), rng.normal(size=(500, 20))
+    assert abs(analysis.proxy_a_distance(a, b)) < 0.3
+    assert analysis.proxy_a_distance(a, b + 10) > 1.95
+
+
+def test_selection_configs_match_the_validators():
+    for name, (metric, mode) in selection.VALIDATORS.items():
+        cfg = yaml.safe_load((CONFIGS / "selection" / f"{name}.yaml").read_text())
+        assert cfg == {"metric": metric, "mode": mode}
+    assert {p.stem for p in (CONFIGS / "selection").glob("*.yaml")} == set(selection.VALIDATORS)
+
+
+def test_report_picks_each_validators_best_epoch():
+    cb = SelectionValidators()
+    cb.history = [
+        {"epoch": 0, "val/source_acc": 0.5, "val/dev_risk": 0.2, "val/target_acc": 0.3},
+        {"epoch": 1, "val/source_acc": 0.9, "val/dev_risk": 0.9, "val/target_acc": 0.6},
+        {"epoch": 2, "val/source_acc": 0.8, "val/dev_risk": 0.5, "val/target_acc": 0.7},
+    ]
+    report = cb.report()
+    assert report["source_val"]["epoch"] == 1 and report["source_val"]["target_acc"] == 0.6
+    assert report["dev"]["epoch"] == 0  # lower risk is better
+    assert report["target_oracle"]["target_acc"] == 0.7
+    assert "reverse_val" not in report  # never logged, so nothing to pick
+    assert "+0.1000" in format_report(report)  # what source_val selection cost
+
+
+def test_run_with_dev_selection_checkpoints_the_lowest_risk_epoch(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "selection=dev",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "~callbacks.proxy_a_distance",
+        "~callbacks.feature_tsne",
+    )
+    summary = run(cfg)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    history = saved["selection"]
+    best = history["dev"]
+    assert Path(summary["checkpoint"]).name == f"epoch_{best['epoch']:03d}.ckpt"
+    assert summary["selected_val/dev_risk"] == pytest.approx(best["score"])
+    assert set(history) == set(selection.VALIDATORS)
+    assert all(0 <= r["target_acc"] <= 1 for r in history.values())
