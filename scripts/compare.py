@@ -4,7 +4,7 @@
 
 Reads every job's `summary.json` (written by dann.train.run) and `.hydra/overrides.yaml`,
 groups jobs by their overrides minus `seed`, prints a markdown table and writes
-`<sweep dir>/comparison.csv`.
+`<sweep dir>/comparison.csv` and `<sweep dir>/comparison.png` (a bar chart: mean ± std).
 """
 
 import argparse
@@ -15,7 +15,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib
 import yaml
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_METRICS = ["selected_val/source_acc", "selected_val/target_acc", "test/target_acc"]
 
@@ -47,12 +51,51 @@ def compare(sweep_dir: Path, metrics: list[str]) -> list[dict]:
     return rows
 
 
+def _without_method(config: str) -> tuple[str | None, str]:
+    parts = config.split(",")
+    method = next((p.split("=", 1)[1] for p in parts if p.startswith("method=")), None)
+    return method, ",".join(p for p in parts if not p.startswith("method="))
+
+
+def add_gap_closure(rows: list[dict], metric: str) -> None:
+    """(method - source_only) / (target_oracle - source_only) of the mean `metric`, for rows
+    that have both baselines among the rows with the same other overrides."""
+    means = {_without_method(r["config"]): r[metric][0] for r in rows if r[metric]}
+    for r in rows:
+        method, rest = _without_method(r["config"])
+        low, high = means.get(("source_only", rest)), means.get(("target_oracle", rest))
+        ok = r[metric] and low is not None and high is not None and high != low
+        r["gap closure"] = (r[metric][0] - low) / (high - low) if ok else None
+
+
 def to_markdown(rows: list[dict], metrics: list[str]) -> str:
-    lines = ["| config | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    closure = any(r.get("gap closure") is not None for r in rows)
+    head = "| config | n | " + " | ".join(metrics) + (" | gap closure |" if closure else " |")
+    lines = [head, "|---|---|" + "---|" * (len(metrics) + closure)]
     for r in rows:
         cells = [f"{r[m][0]:.4f} ± {r[m][1]:.4f}" if r[m] else "–" for m in metrics]
+        if closure:
+            g = r.get("gap closure")
+            cells.append(f"{g:.2f}" if g is not None else "–")
         lines.append(f"| {r['config']} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict], metrics: list[str], path: Path) -> None:
+    """One group of bars per configuration, one bar per metric, std as error bars."""
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(metrics)), 4.5))
+    for i, m in enumerate(metrics):
+        means = [r[m][0] if r[m] else 0.0 for r in rows]
+        stds = [r[m][1] if r[m] else 0.0 for r in rows]
+        xs = [j + (i - (len(metrics) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=m)
+    ax.set_xticks(range(len(rows)), [f"{r['config']}\n(n={r['n']})" for r in rows], fontsize=8)
+    ax.set_ylabel("mean ± std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no finished jobs (*/summary.json) under {args.sweep_dir}", file=sys.stderr)
         return 1
+    add_gap_closure(rows, metrics[0])
     print(to_markdown(rows, metrics))
     with open(args.sweep_dir / "comparison.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["config", "n"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")])
+        w.writerow(
+            ["config", "n"]
+            + [f"{m} {s}" for m in metrics for s in ("mean", "std")]
+            + [f"gap closure ({metrics[0]})"]
+        )
         for r in rows:
-            w.writerow([r["config"], r["n"]] + [v for m in metrics for v in (r[m] or ("", ""))])
+            values = [v for m in metrics for v in (r[m] or ("", ""))]
+            g = r.get("gap closure")
+            w.writerow([r["config"], r["n"], *values, "" if g is None else g])
+    bar_chart(rows, metrics, args.sweep_dir / "comparison.png")
     return 0
 
 

@@ -1,7 +1,11 @@
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +20,8 @@ def test_compare_groups_by_everything_but_seed(tmp_path):
     _job(tmp_path, "0", ["method=dann", "seed=1"], 0.5)
     _job(tmp_path, "1", ["method=dann", "seed=2"], 0.7)
     _job(tmp_path, "2", ["method=source_only", "seed=1"], 0.4)
+    _job(tmp_path, "3", ["method=source_only", "seed=2"], 0.4)
+    _job(tmp_path, "4", ["method=target_oracle", "seed=1"], 0.9)
     proc = subprocess.run(
         [
             sys.executable,
@@ -28,6 +34,15 @@ def test_compare_groups_by_everything_but_seed(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "| method=dann | 2 | 0.6000 ± 0.1414 |" in proc.stdout  # sample std of 0.5, 0.7
-    assert "| method=source_only | 1 | 0.4000 ± 0.0000 |" in proc.stdout
-    assert (tmp_path / "comparison.csv").read_text().count("\n") == 3
+    # sample std of 0.5, 0.7; gap closure (0.6 - 0.4) / (0.9 - 0.4)
+    assert "| method=dann | 2 | 0.6000 ± 0.1414 | 0.40 |" in proc.stdout
+    assert "| method=source_only | 2 | 0.4000 ± 0.0000 | 0.00 |" in proc.stdout
+    assert "| method=target_oracle | 1 | 0.9000 ± 0.0000 | 1.00 |" in proc.stdout
+    with open(tmp_path / "comparison.csv") as f:
+        rows = {r["config"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"method=dann", "method=source_only", "method=target_oracle"}
+    assert float(rows["method=dann"]["test/target_acc mean"]) == pytest.approx(0.6)
+    assert float(rows["method=dann"]["test/target_acc std"]) == pytest.approx(0.14142, abs=1e-4)
+    assert float(rows["method=dann"]["gap closure (test/target_acc)"]) == pytest.approx(0.4)
+    image = plt.imread(tmp_path / "comparison.png")
+    assert image.ndim == 3 and image.shape[0] > 100  # a real bar chart was drawn
