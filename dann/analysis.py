@@ -25,11 +25,17 @@ from sklearn.svm import LinearSVC  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
 
 SVM_C = (1e-3, 1e-2, 1e-1, 1.0)
+MIN_PAD_SAMPLES = 4  # two per domain on each side of the fit/eval split
 
 
 def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
     """PAD between two samples (rows = examples): a linear SVM on one half of each, its error
     on the other half; the lowest error over a small grid of C, as in the paper."""
+    if min(len(source), len(target)) < MIN_PAD_SAMPLES:
+        raise ValueError(
+            f"proxy A-distance needs at least {MIN_PAD_SAMPLES} examples per domain, "
+            f"got {len(source)} source and {len(target)} target"
+        )
     x = np.concatenate([source, target]).reshape(len(source) + len(target), -1)
     d = np.concatenate([np.zeros(len(source)), np.ones(len(target))])
     x_fit, x_eval, d_fit, d_eval = train_test_split(

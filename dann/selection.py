@@ -35,6 +35,9 @@ VALIDATORS = {
     "target_oracle": ("val/target_acc", "max"),  # uses target labels: an upper bound only
 }
 
+# DEV's cross-fitted, cross-validated domain classifier needs a few examples of each domain
+MIN_DEV_SAMPLES = 12
+
 
 def _logistic(seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=seed))
@@ -91,7 +94,10 @@ def dev_risk(
     target_features: np.ndarray,
     seed: int = 0,
 ) -> float:
-    """Deep Embedded Validation: an estimate of the target risk (lower is better)."""
+    """Deep Embedded Validation: an estimate of the target risk (lower is better); NaN when a
+    domain has fewer than `MIN_DEV_SAMPLES` examples (too few to fit the density ratio)."""
+    if min(len(source_features), len(target_features)) < MIN_DEV_SAMPLES:
+        return float("nan")
     w = target_density_ratio(source_features, target_features, seed)
     weighted = w * source_losses
     var_w = np.var(w, ddof=1)

@@ -51,6 +51,12 @@ def test_dev_risk_tracks_the_loss_where_the_target_lives():
     assert risk_b < 0.6 < 1.5 < risk_a
 
 
+def test_dev_risk_is_nan_not_an_error_on_too_few_examples():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(selection.MIN_DEV_SAMPLES - 1, 4))
+    assert np.isnan(selection.dev_risk(small, np.ones(len(small)), rng.normal(size=(50, 4))))
+
+
 def test_density_ratio_is_about_one_for_identical_domains():
     rng = np.random.default_rng(2)
     w = selection.target_density_ratio(rng.normal(size=(400, 50)), rng.normal(size=(400, 50)))
@@ -76,6 +82,12 @@ def test_proxy_a_distance_is_zero_for_identical_and_two_for_separable_domains():
     a, b = rng.normal(size=(500, 20)), rng.normal(size=(500, 20))
     assert abs(analysis.proxy_a_distance(a, b)) < 0.3
     assert analysis.proxy_a_distance(a, b + 10) > 1.95
+
+
+def test_proxy_a_distance_refuses_too_few_examples_with_a_clear_message():
+    a = np.zeros((1, 3))
+    with pytest.raises(ValueError, match="at least 4 examples per domain, got 1 source"):
+        analysis.proxy_a_distance(a, np.ones((6, 3)))
 
 
 def test_selection_configs_match_the_validators():

@@ -7,14 +7,14 @@
 - `ScalarLayout`: the CUSTOM SCALARS tab: label accuracies next to the domain classifier's
   accuracy (near 0.5 = invariant features), losses, schedules, the selection validators.
 
-All work on rank 0 only and need a logger (Lightning's `fast_dev_run` has none: they skip).
+All work on rank 0 only and need a logger: under Lightning's `fast_dev_run` they skip.
 """
 
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from dann.analysis import extract, proxy_a_distance, tsne_figure
+from dann.analysis import MIN_PAD_SAMPLES, extract, proxy_a_distance, tsne_figure
 
 
 def _tensorboard(trainer: pl.Trainer):
@@ -38,6 +38,7 @@ class _AtStartEveryAndEnd(pl.Callback):
     def _maybe(self, trainer, pl_module, at_start: bool = False) -> None:
         if (
             trainer.logger is None
+            or trainer.fast_dev_run
             or trainer.sanity_checking
             or self._last_step == trainer.global_step
         ):
@@ -65,6 +66,13 @@ class ProxyADistance(_AtStartEveryAndEnd):
 
     def measure(self, trainer, pl_module, at_start: bool) -> None:
         data = extract(trainer, pl_module, self.max_samples)
+        sizes = (len(data["source"]["features"]), len(data["target"]["features"]))
+        if min(sizes) < MIN_PAD_SAMPLES:
+            rank_zero_warn(
+                f"proxy A-distance skipped: {sizes[0]} source / {sizes[1]} target validation "
+                f"examples, at least {MIN_PAD_SAMPLES} per domain needed"
+            )
+            return
         kinds = ("inputs", "features") if at_start else ("features",)
         pad = {
             f"analysis/pad_{kind}": proxy_a_distance(

@@ -71,7 +71,8 @@ class SelectionValidators(pl.Callback):
             return
         scores = self.scores(*(self._gathered(pl_module, d) for d in DOMAINS))
         for name, value in scores.items():
-            pl_module.log(name, value)  # the same value on every rank: nothing to reduce
+            # every rank scored the same gathered sample; the mean over ranks is that value
+            pl_module.log(name, value, sync_dist=True)
         self._outputs = {}
 
     def on_validation_end(self, trainer, pl_module) -> None:
