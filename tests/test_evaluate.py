@@ -1,0 +1,76 @@
+"""scripts/evaluate.py on a checkpoint written after a fast_dev_run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+from conftest import compose_cfg
+
+from dann.train import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def evaluate_py(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args]
+    env = {**os.environ, "DANN_DATA_DIR": str(data_dir)}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, data_dir) -> tuple[Path, dict]:
+    """A checkpoint of a fast_dev_run, and what trainer.test reports for that model."""
+    out = tmp_path_factory.mktemp("fdr")
+    cfg = compose_cfg(["trainer.fast_dev_run=true", "callbacks=none"], out, data_dir)
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    path = out / "model.ckpt"
+    trainer.save_checkpoint(path)
+    trainer.limit_test_batches = 1.0  # the whole test split, as evaluate.py reads it
+    tested = trainer.test(module, datamodule=datamodule, verbose=False)
+    return path, {k: v for per_loader in tested for k, v in per_loader.items()}
+
+
+def test_evaluate_reports_the_accuracy_trainer_test_reports(checkpoint, tmp_path, data_dir):
+    path, tested = checkpoint
+    out = tmp_path / "eval"
+    proc = evaluate_py(f"ckpt={path}", f"hydra.run.dir={out}", data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "mnist_to_mnistm" and metrics["split"] == "test"
+    for domain in ("source", "target"):
+        r = metrics[domain]
+        assert r["accuracy"] == pytest.approx(tested[f"test/{domain}_acc"], abs=1e-6)
+        assert len(r["per_class_accuracy"]) == 10
+        confusion = r["confusion_matrix"]
+        assert sum(map(sum, confusion)) == r["n"] == 1000
+        correct = sum(confusion[i][i] for i in range(10))
+        assert correct / r["n"] == pytest.approx(r["accuracy"], abs=1e-6)
+        assert plt.imread(out / f"confusion_{domain}.png").ndim == 3
+    assert "target test: accuracy" in proc.stderr + proc.stdout
+
+
+def test_evaluate_on_another_pair_keeps_the_models_input_format(checkpoint, tmp_path, data_dir):
+    path, _ = checkpoint
+    out = tmp_path / "eval"
+    proc = evaluate_py(
+        f"ckpt={path}",
+        "dataset=mnist_to_digits",
+        "split=val",
+        f"hydra.run.dir={out}",
+        data_dir=data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "mnist_to_digits" and metrics["split"] == "val"
+    assert 0.0 <= metrics["target"]["accuracy"] <= 1.0
+
+
+def test_evaluate_missing_checkpoint_says_so(tmp_path, data_dir):
+    proc = evaluate_py(f"ckpt={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}", data_dir=data_dir)
+    assert proc.returncode != 0
+    assert "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
