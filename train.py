@@ -7,9 +7,12 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from dann.train import run  # imported here so `--help` and `--cfg` stay fast
+    # imported here so `--help` and `--cfg` stay fast
+    from dann.errors import reported_as_exit
+    from dann.train import run
 
-    summary = run(cfg)
+    with reported_as_exit():
+        summary = run(cfg)
     return summary[f"selected_{cfg.selection.metric}"]  # for Hydra sweepers that optimise
 
 

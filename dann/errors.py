@@ -23,7 +23,11 @@ class ConfigError(DannError, ValueError):
 
 
 class DataError(DannError, FileNotFoundError):
-    """Missing, truncated or inconsistent data files."""
+    """Missing data files: the message says which files are expected where."""
+
+
+class InvalidDataError(DannError, ValueError):
+    """Data files that are there but truncated, corrupt or inconsistent (e.g. class names)."""
 
 
 class CheckpointError(DannError, RuntimeError):
@@ -34,12 +38,21 @@ class DivergenceError(DannError, FloatingPointError):
     """A NaN or infinite loss."""
 
 
+EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a job stopped by SIGTERM
+
+
 @contextlib.contextmanager
 def reported_as_exit():
-    """Around a command-line entry point: a DannError becomes `error: <message>` and exit 2."""
+    """Around a command-line entry point: a DannError becomes `error: <message>` and exit 2;
+    a run stopped by SIGTERM (after its checkpoint is saved) exits 143."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     try:
         yield
     except DannError as e:
         log.error("%s: %s", type(e).__name__, e)
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+    except SIGTERMException:
+        log.error("stopped by SIGTERM")
+        raise SystemExit(EXIT_SIGTERM) from None

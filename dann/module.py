@@ -5,6 +5,13 @@ the source rows; the method adds its own losses (DANN: domain BCE behind the GRL
 learning rate are pure functions of p = global_step / trainer.estimated_stepping_batches.
 All constructor arguments are plain dicts/numbers, so `save_hyperparameters` stores plain types
 and checkpoints load with `weights_only=True`.
+
+Performance options, read from the backbone config (no effect on results beyond rounding):
+`backbone.channels_last=true` keeps 4-D weights and input batches in channels-last memory
+(NHWC; faster convolutions on tensor-core GPUs), `backbone.compile=true` (or a backend name,
+e.g. `aot_eager`) compiles the feature extractor and the label classifier with `torch.compile`,
+in place, so parameter names and checkpoints are unchanged. Per-step scalars are logged as CPU
+tensors: Lightning would otherwise copy each Python float to the GPU (a device sync) every step.
 """
 
 import pytorch_lightning as pl
@@ -45,18 +52,42 @@ class DALightningModule(pl.LightningModule):
             return MulticlassAccuracy(num_classes, average="micro")
 
         self.train_source_acc, self.train_domain_acc = acc(), BinaryAccuracy()
+        for metric in (self.train_source_acc, self.train_domain_acc):
+            metric.persistent(True)  # in checkpoints: a run resumed mid-epoch logs the same
         self.eval_acc = torch.nn.ModuleDict({d: acc() for d in DOMAINS})
         self.eval_domain_acc = BinaryAccuracy()
 
+        self.channels_last = bool(backbone.get("channels_last", False))
+        if self.channels_last:  # 4-D weights only; everything else is unaffected
+            self.to(memory_format=torch.channels_last)
+        compile_ = backbone.get("compile", False)
+        if compile_:
+            options = {} if compile_ is True else {"backend": str(compile_)}
+            # nn.Module.compile: in place, so state_dict keys (and checkpoints) stay the same
+            self.feature_extractor.compile(**options)
+            self.classifier.compile(**options)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batches in the memory format the weights use (channels_last on request)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_extractor(self._layout(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of (normalised) images."""
-        return self.classifier(self.feature_extractor(x))
+        return self.classifier(self.features(x))
 
     def progress(self) -> float:
         """Training progress p in [0, 1]; global_step based, so right under resume and DDP."""
+        return min(self.global_step / self._total(), 1.0)
+
+    def _total(self) -> int:
         if self.total_steps is None:
             self.total_steps = self._stepping_batches()
-        return min(self.global_step / self.total_steps, 1.0)
+        return self.total_steps
 
     def _stepping_batches(self) -> int:
         total = self.trainer.estimated_stepping_batches
@@ -69,43 +100,47 @@ class DALightningModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         (x_s, y_s), x_t = batch["source"], batch["target"]
         n = len(x_s)
-        lambda_ = float(self.lambda_schedule(self.progress()))
-        features = self.feature_extractor(torch.cat([x_s, x_t]))
+        p = self.progress()
+        lambda_ = float(self.lambda_schedule(p))
+        features = self.features(torch.cat([x_s, x_t]))
         logits = self.classifier(features)
         label_loss = F.cross_entropy(logits[:n], y_s)
         out = self.method(features, logits, n, lambda_)
         loss = label_loss + sum(out.losses.values())
 
-        self.train_source_acc(logits[:n], y_s)
+        # per step: no .item() and no host->device copy, so nothing waits for the GPU here
         step_logs = {
             "train/loss": loss,
             "train/label_loss": label_loss,
             **{f"train/{k}": v for k, v in out.losses.items()},
         }
         self.log_dict(step_logs, on_step=True, on_epoch=False, batch_size=n)
-        self.log_dict(
-            {
-                "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
-                "train/lr": self.optimizers().param_groups[0]["lr"],
-                "train/progress": self.progress(),
-            },
-            on_step=True,
-            on_epoch=False,
-        )
+        schedule_logs = {
+            "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
+            "train/lr": self.optimizers().param_groups[0]["lr"],
+            "train/progress": p,
+        }
+        # CPU tensors: Lightning turns Python floats into tensors on the module's device
+        cpu = {k: torch.tensor(float(v), dtype=torch.float32) for k, v in schedule_logs.items()}
+        self.log_dict(cpu, on_step=True, on_epoch=False, batch_size=n)
+        # update() only: the metrics are logged per epoch, so no per-batch value is computed
+        self.train_source_acc.update(logits[:n], y_s)
         self.log("train/source_acc", self.train_source_acc, on_step=False, on_epoch=True)
         if out.domain_logits is not None:
-            self.train_domain_acc(out.domain_logits.sigmoid(), out.domain_targets)
+            self.train_domain_acc.update(out.domain_logits.sigmoid(), out.domain_targets)
             self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
         return loss
 
     def on_train_epoch_end(self):
         for name, value in self.method.on_train_epoch_end().items():
-            self.log(f"train/{name}", value)
+            # already reduced across processes by the method; sync_dist keeps Lightning's
+            # epoch-level logging consistent (and quiet) under DDP, once per epoch
+            self.log(f"train/{name}", value, sync_dist=True)
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
         x, y = batch
         domain = DOMAINS[dataloader_idx]
-        features = self.feature_extractor(x)
+        features = self.features(x)
         metric = self.eval_acc[domain]
         logits = self.classifier(features)
         metric(logits, y)
@@ -121,7 +156,7 @@ class DALightningModule(pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         if self.eval_domain_acc.update_called:
             # compute() already reduces across processes (torchmetrics)
-            self.log(f"{stage}/domain_acc", self.eval_domain_acc.compute())
+            self.log(f"{stage}/domain_acc", self.eval_domain_acc.compute(), sync_dist=True)
         self.eval_domain_acc.reset()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -151,8 +186,13 @@ class DALightningModule(pl.LightningModule):
         anneal = cfg.get("lr_annealing")
         if not anneal:
             return opt
-        total = self._stepping_batches()
-        schedule = LambdaLR(opt, lambda step: lr_annealing(min(step / total, 1.0), **anneal))
+
+        def factor(step: int) -> float:
+            # p = 0 needs no step count: asking for it here, before fit has set up its data,
+            # would build the train loader early and lose a resumed run's loader position
+            return lr_annealing(min(step / self._total(), 1.0) if step else 0.0, **anneal)
+
+        schedule = LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

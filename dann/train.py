@@ -1,4 +1,8 @@
-"""`run(cfg)`: seed, build datamodule/module/trainer from the config, fit, test, summarise.
+"""`run(cfg)`: validate the config, seed, build datamodule/module/trainer, fit, test, summarise.
+
+Before anything is loaded: the config is validated (`dann.config_check`), a `ckpt_path` is
+read and checked against the model, and a fresh run refuses a run directory that already
+holds another run's checkpoints (resume it with `ckpt_path=last`, or pick another directory).
 
 Kept apart from `@hydra.main` (in the top-level train.py) so tests can call it with a config
 composed by Hydra's compose API.
@@ -15,7 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dann.callbacks.selection import SelectionValidators, format_report
+from dann.checkpoints import check_state_dict, load_checkpoint
+from dann.config_check import validate
 from dann.data import DomainAdaptationDataModule
+from dann.errors import CheckpointError, ConfigError
 from dann.module import DALightningModule
 
 log = logging.getLogger(__name__)
@@ -38,8 +45,49 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         num_classes=cfg.dataset.num_classes,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
+    deterministic = cfg.trainer.get("deterministic")
+    if deterministic is None:  # bit-reproducible on CPU; cuDNN's fastest kernels on a GPU
+        deterministic = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+    trainer = instantiate(
+        cfg.trainer,
+        logger=instantiate(cfg.logger),
+        callbacks=callbacks,
+        deterministic=deterministic,
+    )
     return datamodule, module, trainer
+
+
+def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:
+    """The checkpoint to resume from, checked against the model; None for a fresh run.
+    `last` is the newest of the run's last.ckpt (end of an epoch) and interrupted.ckpt."""
+    ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    existing = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    resumable = [p for p in existing if p.stem.startswith(("last", "interrupted"))]
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        if existing:
+            raise ConfigError(
+                f"{cfg.paths.output_dir} already holds a run ({existing[0].name}, ...): "
+                "resume it with ckpt_path=last, or start a new run in another directory "
+                "(leave hydra.run.dir at its default)"
+            )
+        return None
+    if ckpt_path == "last":
+        if not resumable:
+            raise ConfigError(
+                f"ckpt_path=last: no checkpoint in {ckpt_dir}. Resume a run in its own "
+                "directory: python train.py <the run's overrides> hydra.run.dir=<its run dir> "
+                "ckpt_path=last (or pass ckpt_path=<path/to/file.ckpt>)"
+            )
+        newest = max(resumable, key=lambda p: p.stat().st_mtime)
+    else:
+        newest = Path(ckpt_path)
+    ckpt = load_checkpoint(newest)
+    check_state_dict(module, ckpt["state_dict"], str(newest))
+    if "loops" not in ckpt:
+        raise CheckpointError(f"{newest} holds weights only, no training state to resume")
+    log.info("resuming from %s", newest)
+    return str(newest)
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
@@ -69,9 +117,11 @@ def _selected_checkpoint(trainer: pl.Trainer, monitor: str) -> tuple[str | None,
 
 def run(cfg: DictConfig) -> dict[str, float | str | None]:
     """Train and test one configuration; returns the summary that is printed and logged."""
+    validate(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg, module)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     monitor = cfg.selection.metric
     best_path, val_at_best = _selected_checkpoint(trainer, monitor)

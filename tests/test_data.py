@@ -29,8 +29,7 @@ def test_target_training_batches_carry_no_labels(datamodule):
     assert x_s.shape == x_t.shape == (16, 3, 28, 28)
     assert y_s.shape == (16,) and y_s.dtype == torch.long
     # and the underlying dataset holds no labels at all
-    target_ds = datamodule.train_dataloader().iterables["target"].dataset
-    assert target_ds.labels is None
+    assert datamodule.train_dataloader().iterables["target"].labels is None
 
 
 def test_embedded_split_sizes_and_label_ranges(datamodule):
@@ -169,26 +168,53 @@ def test_unknown_pair_lists_choices():
         DomainAdaptationDataModule("mnist_to_nowhere")
 
 
-def test_loaders_keep_whole_batches_under_a_distributed_sampler(datamodule):
-    # what Lightning does to each dataloader under DDP
-    from pytorch_lightning.utilities.data import _update_dataloader
-    from torch.utils.data import DistributedSampler
+def test_ddp_ranks_draw_disjoint_whole_batches_covering_the_data(datamodule):
+    from dann.data.datamodule import InMemoryBatches
 
-    loader = datamodule.train_dataloader().iterables["source"]
-    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
-    ddp_loader = _update_dataloader(loader, sampler)
-    x, y = next(iter(ddp_loader))
-    assert x.shape == (16, 3, 28, 28) and y.shape == (16,)
-    assert len(ddp_loader) == len(loader.dataset) // 2 // 16
+    split = datamodule.data.source.train
+    ranks = [
+        InMemoryBatches(split.inputs, split.labels, 16, seed=3, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == len(split.inputs) // 2 // 16
+    orders = [r.order(epoch=0, pass_=0) for r in ranks]
+    assert not set(orders[0].tolist()) & set(orders[1].tolist())
+    assert len(set(torch.cat(orders).tolist())) >= len(split.inputs) - 2 * 16  # all but the tails
+    x, y = next(iter(ranks[1]))
+    assert x.shape == (16, 3, 28, 28) and torch.equal(y, split.labels[orders[1][:16]])
 
 
 def test_every_training_sample_is_drawn_once_per_epoch(data_dir):
     dm = DomainAdaptationDataModule("mnist_to_mnistm", data_dir=str(data_dir), batch_size=500)
     dm.setup("fit")
-    dataset = dm.train_dataloader().iterables["source"].dataset
-    seen = [y for _, y in dm.train_dataloader().iterables["source"]]
-    assert sum(len(y) for y in seen) == len(dataset) == 3500  # 7 full batches, none repeated
-    assert torch.equal(torch.cat(seen).bincount(), dataset.labels.bincount())
+    loader = dm.train_dataloader().iterables["source"]
+    seen = [y for _, y in loader]
+    assert sum(len(y) for y in seen) == len(loader.labels) == 3500  # 7 batches, none repeated
+    assert torch.equal(torch.cat(seen).bincount(), loader.labels.bincount())
+
+
+def test_batch_order_depends_on_seed_epoch_and_pass_only_and_resumes_mid_pass(datamodule):
+    from dann.data.datamodule import InMemoryBatches
+
+    split = datamodule.data.target.train
+    loader = InMemoryBatches(split.inputs, None, 16, seed=7)
+    torch.manual_seed(0)
+    first = list(loader)
+    torch.manual_seed(1)  # the global RNG plays no part
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first, InMemoryBatches(split.inputs, None, 16, seed=7), strict=True)
+    )
+    second_pass = list(loader)
+    assert not torch.equal(first[0], second_pass[0])
+    loader.set_epoch(1)
+    epoch_1 = list(loader)
+    assert not torch.equal(epoch_1[0], first[0])
+    resumed = InMemoryBatches(split.inputs, None, 16, seed=7)
+    resumed.load_state_dict({"epoch": 1, "pass": 0, "batch": 5})
+    rest = list(resumed)
+    assert len(rest) == len(epoch_1) - 5
+    assert all(torch.equal(a, b) for a, b in zip(rest, epoch_1[5:], strict=True))
 
 
 def test_checkpointed_preprocessing_round_trips(datamodule):

@@ -10,6 +10,11 @@ In-memory splits (`Split`) stay uint8 and are gathered a whole batch per index t
 per-sample Python); `on_after_batch_transfer` turns images into floats on the device and
 subtracts the per-channel mean of the pooled source+target training images (the paper's
 preprocessing). Dataset-backed splits (folders) go through ordinary DataLoader workers.
+
+In-memory training batches come from `InMemoryBatches`: the order of each pass is a pure
+function of (seed, epoch, pass), each DDP rank takes its own shard of it, and the position
+is saved in checkpoints (Lightning's stateful-loader protocol), so a run stopped mid-epoch
+resumes on exactly the batch it would have drawn next.
 """
 
 import logging
@@ -58,6 +63,61 @@ class InputsOnly(Dataset):
 
     def __getitem__(self, index: int):
         return self.dataset[index][0]
+
+
+class InMemoryBatches:
+    """Training batches of in-memory tensors: a whole batch per index gather, no workers.
+
+    Pass `k` of epoch `e` visits every sample once in the order `randperm(n)` drawn from a
+    generator seeded with (seed, e, k): the global RNG is never touched, so the data order is
+    the same whatever else consumed random numbers. Under DDP each of `world_size` ranks takes
+    every `world_size`-th index of that order (equal shards, whole batches). `progress` tells
+    `state_dict` how many batches of this epoch the trainer has consumed (the fetcher
+    prefetches, so the iterator's own count would be one ahead)."""
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        progress=None,
+    ):
+        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.progress = progress  # () -> (epoch, batches consumed, batches per epoch)
+        self.sampler = self  # Lightning calls `loader.sampler.set_epoch(epoch)` every epoch
+        self.epoch, self._pass, self._skip = 0, 0, 0
+
+    def __len__(self) -> int:
+        return len(self.inputs) // self.world_size // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._pass = epoch, 0
+
+    def order(self, epoch: int, pass_: int) -> torch.Tensor:
+        """This rank's sample indices for pass `pass_` of `epoch` (whole batches only)."""
+        g = torch.Generator().manual_seed(hash((self.seed, epoch, pass_)) & 0x7FFF_FFFF)
+        shard = torch.randperm(len(self.inputs), generator=g)[self.rank :: self.world_size]
+        return shard[: len(self) * self.batch_size]
+
+    def __iter__(self):
+        order, skip = self.order(self.epoch, self._pass), self._skip
+        self._pass, self._skip = self._pass + 1, 0
+        for idx in order[skip * self.batch_size :].split(self.batch_size):
+            yield self.inputs[idx] if self.labels is None else (self.inputs[idx], self.labels[idx])
+
+    def state_dict(self) -> dict:
+        epoch, consumed, per_epoch = self.progress() if self.progress else (self.epoch, 0, 1)
+        if consumed >= per_epoch:  # saved at the end of an epoch: resume on the next one
+            epoch, consumed = epoch + 1, 0
+        return {"epoch": epoch, "pass": consumed // len(self), "batch": consumed % len(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._pass, self._skip = state["epoch"], state["pass"], state["batch"]
 
 
 def _already_batched(batch):
@@ -171,14 +231,37 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
         )
 
+    def _train_loader(self, split: Split | Dataset, labels: bool, seed: int):
+        if not isinstance(split, Split):
+            return self._loader(split, self.hparams.batch_size, train=True, labels=labels)
+        trainer = self.trainer
+        return InMemoryBatches(
+            split.inputs,
+            split.labels if labels else None,
+            self.hparams.batch_size,
+            seed=seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            progress=self._progress if trainer else None,
+        )
+
+    def _progress(self) -> tuple[int, int, int]:
+        """(epoch, training batches consumed in it, batches per epoch), from the trainer."""
+        t = self.trainer
+        return (
+            t.current_epoch,
+            t.fit_loop.epoch_loop.batch_progress.current.processed,
+            (t.num_training_batches),
+        )
+
     def train_dataloader(self) -> CombinedLoader:
         src, tgt = self.data.source.train, self.data.target.train
         labelled = tgt if self.hparams.train_on_target_labels else src
-        bs = self.hparams.batch_size
+        seed = torch.initial_seed()  # the run's seed (seed_everything), the same on every rank
         return CombinedLoader(
             {
-                "source": self._loader(labelled, bs, train=True),
-                "target": self._loader(tgt, bs, train=True, labels=False),
+                "source": self._train_loader(labelled, labels=True, seed=seed),
+                "target": self._train_loader(tgt, labels=False, seed=seed + 1),
             },
             mode="max_size_cycle",
         )

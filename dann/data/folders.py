@@ -48,6 +48,7 @@ from dann.data.registry import (
     take,
     val_size,
 )
+from dann.errors import DataError, InvalidDataError
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,14 @@ def list_image_folder(folder: Path) -> dict[str, list[Path]]:
     folder = Path(folder)
     layout = f"{folder}/CLASS/*.jpg (one subfolder of images per class)"
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; expected {layout}")
+        raise DataError(f"image folder {folder} does not exist; expected {layout}")
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise FileNotFoundError(f"{folder} has no class subfolders; expected {layout}")
+        raise DataError(f"{folder} has no class subfolders; expected {layout}")
     files = {d.name: _image_files(d) for d in class_dirs}
     empty = [str(folder / name) for name, paths in files.items() if not paths]
     if empty:
-        raise FileNotFoundError(
+        raise DataError(
             f"empty class folder(s), no images ({', '.join(IMG_EXTENSIONS)}): {', '.join(empty)}. "
             f"Every class needs images in both domains: add images or remove the class from both."
         )
@@ -120,7 +121,7 @@ def match_classes(source: Iterable, target: Iterable, source_where, target_where
     """The shared class names (or ids), sorted; their position is the class index."""
     src, tgt = set(source), set(target)
     if src != tgt:
-        raise ValueError(
+        raise InvalidDataError(
             f"source and target classes differ: only in source ({source_where}): "
             f"{sorted(src - tgt)}; only in target ({target_where}): {sorted(tgt - src)}. "
             f"Both domains need the same class folders."
@@ -141,13 +142,13 @@ def folder_transforms(spec: PairSpec) -> tuple[Callable, Callable]:
     from torchvision import transforms as T
 
     if spec.channels not in (None, 3):
-        raise ValueError(
+        raise InvalidDataError(
             f"{spec.name} images are RGB: set dataset.channels=3 (got {spec.channels})"
         )
     size = spec.image_size or 224
     resize = spec.options.get("resize") or round(size * 256 / 224)
     if resize < size:
-        raise ValueError(f"dataset.resize={resize} must be >= dataset.image_size={size}")
+        raise InvalidDataError(f"dataset.resize={resize} must be >= dataset.image_size={size}")
     normalize = [
         T.ToTensor(),
         T.Normalize(
@@ -170,7 +171,9 @@ def transductive_pair(
     classes = match_classes(src_files, tgt_files, source_dir, target_dir)
     source, target = _samples(src_files, classes), _samples(tgt_files, classes)
     if len(source) < 2:
-        raise ValueError(f"{source_dir} has {len(source)} image; need 2+ to hold one out as val")
+        raise InvalidDataError(
+            f"{source_dir} has {len(source)} image; need 2+ to hold one out as val"
+        )
     n_val = max(1, round(len(source) * SOURCE_VAL_FRACTION))
     rest, val, _ = split_indices(len(source), (n_val, 0), spec.split_seed)
     train_tf, eval_tf = folder_transforms(spec)
@@ -195,7 +198,7 @@ def office31_folder(root: Path, domain: str) -> Path:
         return base / "images"
     if base.is_dir():
         return base
-    raise FileNotFoundError(
+    raise DataError(
         f"Office-31 domain folder {base} not found; expected "
         f"{OFFICE31_LAYOUT.replace('ROOT', str(root))}"
     )
@@ -206,16 +209,16 @@ def load_office31(spec: PairSpec) -> PairData:
     source, target = spec.options.get("source", "amazon"), spec.options.get("target", "webcam")
     for domain in (source, target):
         if domain not in OFFICE31_DOMAINS:
-            raise ValueError(
+            raise InvalidDataError(
                 f"unknown Office-31 domain {domain!r}; valid choices: {', '.join(OFFICE31_DOMAINS)}"
             )
     if source == target:
-        raise ValueError(
+        raise InvalidDataError(
             f"dataset.source and dataset.target are both {source!r}; pick two of "
             f"{', '.join(OFFICE31_DOMAINS)}"
         )
     if spec.root is None:
-        raise FileNotFoundError(
+        raise DataError(
             f"office31 has no embedded data: pass dataset.root=/path with {OFFICE31_LAYOUT}"
         )
     root = Path(spec.root)
@@ -228,7 +231,7 @@ def load_office31(spec: PairSpec) -> PairData:
 def load_folder_pair(spec: PairSpec) -> PairData:
     source_root, target_root = spec.options.get("source_root"), spec.options.get("target_root")
     if source_root is None or target_root is None:
-        raise FileNotFoundError(
+        raise DataError(
             "the folder pair needs dataset.source_root=/path/to/source and "
             "dataset.target_root=/path/to/target, each an image folder DIR/CLASS/*.jpg with the "
             "same class folder names"
@@ -246,12 +249,12 @@ def by_class_id(files: dict[str, list[Path]], folder: Path) -> dict[int, list[Pa
     out: dict[int, list[Path]] = {}
     for name, paths in files.items():
         if not name.isdigit():
-            raise ValueError(
+            raise InvalidDataError(
                 f"class folder {folder / name} is not a class id; expected folders named by "
                 f"integer class id (0..42 or 00000..00042)"
             )
         if int(name) in out:
-            raise ValueError(f"class id {int(name)} appears twice in {folder}")
+            raise InvalidDataError(f"class id {int(name)} appears twice in {folder}")
         out[int(name)] = paths
     return out
 
@@ -301,7 +304,7 @@ def _gtsrb_test_rows(csv_file: Path, images: Path) -> list[tuple[Path, int]]:
     try:
         return [(images / r["Filename"], int(r["ClassId"])) for r in rows]
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(
+        raise InvalidDataError(
             f"{csv_file} is not GTSRB's test annotation file ({type(e).__name__}: {e}); expected "
             f"';'-separated columns including Filename and ClassId (GT-final_test.csv)"
         ) from e
@@ -310,7 +313,7 @@ def _gtsrb_test_rows(csv_file: Path, images: Path) -> list[tuple[Path, int]]:
 @register_pair("synsigns_to_gtsrb")
 def load_synsigns_to_gtsrb(spec: PairSpec) -> PairData:
     if spec.root is None:
-        raise FileNotFoundError(
+        raise DataError(
             f"synsigns_to_gtsrb has no embedded data: pass dataset.root=/path holding "
             f"{SYNSIGNS_LAYOUT.replace('ROOT', '/path')}, and GTSRB in "
             f"{GTSRB_LAYOUT.replace('ROOT', '/path')}"
@@ -321,12 +324,12 @@ def load_synsigns_to_gtsrb(spec: PairSpec) -> PairData:
     train_dir = gtsrb / "GTSRB" / "Training"
     test_dir, test_csv = gtsrb / "GTSRB" / "Final_Test" / "Images", gtsrb / "GT-final_test.csv"
     if not synsigns_dir.is_dir():
-        raise FileNotFoundError(
+        raise DataError(
             f"{synsigns_dir} not found; expected {SYNSIGNS_LAYOUT.replace('ROOT', str(root))}"
         )
     missing = [str(p) for p in (train_dir, test_dir, test_csv) if not p.exists()]
     if missing:
-        raise FileNotFoundError(
+        raise DataError(
             f"GTSRB not found: missing {', '.join(missing)}; expected "
             f"{GTSRB_LAYOUT.replace('ROOT', str(root))}"
         )
@@ -338,7 +341,7 @@ def load_synsigns_to_gtsrb(spec: PairSpec) -> PairData:
     test_rows = _gtsrb_test_rows(test_csv, test_dir)
     unknown = sorted({c for _, c in test_rows} - set(classes))
     if unknown:
-        raise ValueError(f"{test_csv} has ClassId {unknown} not among the training classes")
+        raise InvalidDataError(f"{test_csv} has ClassId {unknown} not among the training classes")
 
     source = cached_images("synsigns", _samples(synsigns, classes), root, spec)
     train, val, test = split_indices(len(source), (val_size(len(source)),) * 2, spec.split_seed)

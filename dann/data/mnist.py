@@ -12,6 +12,7 @@ import torch
 
 from dann.data.cache import cached_tensors
 from dann.data.registry import DomainData, Split, hold_out_val, split_indices, take
+from dann.errors import DataError, InvalidDataError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
     raw = Path(root) / "MNIST" / "raw"
     missing = [f for f in MNIST_FILES if not (raw / f).exists()]
     if missing:
-        raise FileNotFoundError(
+        raise DataError(
             f"MNIST not found under {raw}: missing {', '.join(missing)}. Expected the torchvision "
             f"layout <root>/MNIST/raw/*-ubyte, uncompressed (gunzip any .gz files; or run "
             f"torchvision.datasets.MNIST(root, download=True) "
@@ -41,7 +42,7 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
         train = MNIST(root, train=True, download=False)
         test = MNIST(root, train=False, download=False)
     except Exception as e:
-        raise RuntimeError(
+        raise InvalidDataError(
             f"MNIST files under {raw} could not be read ({e}); re-download them"
         ) from e
     return hold_out_val(

@@ -25,6 +25,7 @@ from dann.data.registry import (
     hold_out_val,
     register_pair,
 )
+from dann.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def load_mnistm_official(root: str, data_dir: Path, split_seed: int) -> DomainDa
     for split in ("train", "test"):
         folder, labels_file = base / f"mnist_m_{split}", base / f"mnist_m_{split}_labels.txt"
         if not folder.is_dir() or not labels_file.is_file():
-            raise FileNotFoundError(
+            raise DataError(
                 f"{base} exists but {folder.name}/ or {labels_file.name} is missing: expected the "
                 f"official MNIST-M release layout mnist_m/mnist_m_{{train,test}}/*.png plus "
                 f"mnist_m_{{train,test}}_labels.txt."

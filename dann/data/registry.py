@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from dann.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -90,7 +92,7 @@ def available_pairs() -> list[str]:
 def get_pair(name: str) -> PairLoader:
     if name not in _PAIRS:
         choices = ", ".join(available_pairs())
-        raise ValueError(f"unknown dataset pair {name!r}; valid choices: {choices}")
+        raise ConfigError(f"unknown dataset pair {name!r}; valid choices: {choices}")
     return _PAIRS[name]
 
 

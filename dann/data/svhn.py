@@ -24,6 +24,7 @@ from dann.data.registry import (
     hold_out_val,
     register_pair,
 )
+from dann.errors import DataError, InvalidDataError
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,15 @@ def read_digits_mat(path: Path) -> Split:
         mat = scipy.io.loadmat(str(path))
         x, y = mat["X"], mat["y"]
     except Exception as e:
-        raise RuntimeError(f"{path} could not be read as an SVHN-format .mat ({e})") from e
+        raise InvalidDataError(f"{path} could not be read as an SVHN-format .mat ({e})") from e
     if x.ndim != 4 or x.shape[2] != 3 or y.size != x.shape[3]:
-        raise ValueError(
+        raise InvalidDataError(
             f"{path}: expected X of shape 32x32x3xN and y of N labels, got X {x.shape}, y {y.shape}"
         )
     labels = y.astype(np.int64).reshape(-1)
     labels[labels == 10] = 0
     if labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"{path}: labels must be 1..10 (10 = digit 0) or 0..9")
+        raise InvalidDataError(f"{path}: labels must be 1..10 (10 = digit 0) or 0..9")
     images = np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1))).astype(np.uint8, copy=False)
     return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
@@ -58,7 +59,7 @@ def load_svhn(root: str | None, split_seed: int) -> DomainData:
     missing = [f for f in SVHN_FILES.values() if base is None or not (base / f).is_file()]
     if missing:
         where = f"under {base}" if base is not None else "(dataset.root is not set)"
-        raise FileNotFoundError(
+        raise DataError(
             f"SVHN not found {where}: missing {', '.join(missing)}. Pass dataset.root=/path with "
             f"/path/train_32x32.mat and /path/test_32x32.mat, the cropped-digit 'Format 2' files "
             f"from {SVHN_URL} (torchvision's layout; torchvision.datasets.SVHN(root, split, "

@@ -27,6 +27,7 @@ from dann.data.registry import (
     register_pair,
 )
 from dann.data.svhn import load_svhn, read_digits_mat
+from dann.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def dejavu_fonts() -> list[Path]:
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     fonts = sorted(p for p in folder.glob("DejaVu*.ttf") if "Display" not in p.name)
     if not fonts:
-        raise FileNotFoundError(f"no DejaVu*.ttf fonts in {folder}; reinstall matplotlib")
+        raise DataError(f"no DejaVu*.ttf fonts in {folder}; reinstall matplotlib")
     return fonts
 
 
@@ -203,7 +204,7 @@ def load_syndigits_official(root: str, split_seed: int) -> DomainData | None:
         return None
     if not all(present.values()):
         missing = [SYNDIGITS_FILES[k] for k, ok in present.items() if not ok]
-        raise FileNotFoundError(
+        raise DataError(
             f"{base} has only part of SynDigits: missing {', '.join(missing)}. Expected "
             f"/path/synth_train_32x32.mat and /path/synth_test_32x32.mat (SVHN's .mat format), "
             f"or neither, to generate SynDigits offline."

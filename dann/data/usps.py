@@ -27,6 +27,7 @@ from dann.data.registry import (
     split_indices,
     take,
 )
+from dann.errors import DataError, InvalidDataError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def load_usps(root: str | None, split_seed: int) -> DomainData:
     missing = [f for f in USPS_FILES.values() if base is None or not (base / f).is_file()]
     if missing:
         where = f"under {base}" if base is not None else "(dataset.root is not set)"
-        raise FileNotFoundError(
+        raise DataError(
             f"USPS not found {where}: missing {', '.join(missing)}. Pass dataset.root=/path with "
             f"/path/usps.bz2 (train) and /path/usps.t.bz2 (test), bz2-compressed as downloaded "
             f"from {USPS_URL} (torchvision's layout; torchvision.datasets.USPS(root, "
@@ -54,7 +55,7 @@ def load_usps(root: str | None, split_seed: int) -> DomainData:
         try:
             ds = USPS(str(base), train=split == "train", download=False)
         except Exception as e:
-            raise RuntimeError(
+            raise InvalidDataError(
                 f"USPS file {base / name} could not be read ({e}); re-download it"
             ) from e
         images = torch.from_numpy(ds.data).unsqueeze(1).contiguous()  # uint8 (N, 1, 16, 16)

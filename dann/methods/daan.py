@@ -70,6 +70,14 @@ class DAAN(DANN):
         # attribute, not a buffer, so DDP's buffer broadcast never overwrites a rank's counts
         self._epoch_errors: torch.Tensor | None = None
 
+    def get_extra_state(self) -> dict:
+        """The epoch's error counts so far, so a run resumed mid-epoch re-estimates the same
+        omega (rank 0's counts under DDP)."""
+        return {"epoch_errors": self._epoch_errors}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._epoch_errors = state.get("epoch_errors")
+
     def forward(self, features, logits, num_source, lambda_) -> AdaptationOutput:
         reversed_features = self.reverse(features, lambda_)
         t = domain_targets(num_source, len(features), features.device)
@@ -102,7 +110,7 @@ class DAAN(DANN):
     def _count_errors(self, d_global, d_local, targets) -> None:
         wrong_global = ((d_global > 0).float() != targets).float().sum().view(1)
         wrong_local = ((d_local > 0).float() != targets.unsqueeze(1)).float().sum(dim=0)
-        counts = torch.cat([wrong_global, wrong_local, targets.new_tensor([len(targets)])])
+        counts = torch.cat([wrong_global, wrong_local, targets.new_full((1,), len(targets))])
         if self._epoch_errors is None:
             self._epoch_errors = torch.zeros_like(counts)
         self._epoch_errors += counts

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from dann.errors import DataError
+
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -23,7 +25,7 @@ def _load_state_dict_file(trunk: nn.Module, arch: str, path: Path) -> None:
     """Strictly load a torchvision `arch` state dict (its `fc.*` keys, the ImageNet classifier,
     are dropped) into `trunk`, naming the missing and unexpected keys if it does not fit."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"backbone.features.pretrained={path}: no such file; expected a state dict of "
             f"torchvision's {arch}, saved with torch.save(model.state_dict(), path)"
         )
@@ -56,7 +58,7 @@ def resnet_trunk(arch: str, pretrained: bool | str | None) -> tuple[nn.Module, i
         weights = models.get_model_weights(arch).IMAGENET1K_V1
         cached = hub_weights_file(arch)
         if not cached.is_file():
-            raise FileNotFoundError(
+            raise DataError(
                 f"backbone.features.pretrained=true needs {arch}'s ImageNet weights in the torch "
                 f"hub cache and they are not there (nothing is downloaded): put {weights.url} "
                 f"at {cached} (the cache follows TORCH_HOME), or pass a state dict with "

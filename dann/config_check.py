@@ -1,0 +1,170 @@
+"""Config validation, before any data is read or model built: a typo fails in a second.
+
+- Unknown keys: Hydra refuses `key=value` for a key that does not exist, but `+key=value`
+  adds any key silently. Every node that names a `_target_` may hold only that target's
+  arguments; every other node only the keys some config file of its group declares. An
+  unknown key is an error naming the closest valid one.
+- Ranges: batch sizes, learning rate, lambda, the schedules' gamma, ... out of range is an
+  error naming the field and the allowed range.
+- `selection.metric` must be one of the validators' metrics.
+
+Unknown config-group options (`dataset=nope`) are Hydra's to refuse: it lists the choices.
+"""
+
+import difflib
+import inspect
+import math
+from functools import cache
+from pathlib import Path
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+from dann.errors import ConfigError
+from dann.selection import VALIDATORS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+FREE_FORM = {"callbacks"}  # children are user-named; each child is checked by its _target_
+TOP_LEVEL_FILES = ("train.yaml", "evaluate.yaml")
+
+# field -> (low, high, low inclusive, what is allowed); checked where the field exists
+RANGES = {
+    "seed": (0, 2**32 - 1, True, "an integer in [0, 2^32 - 1]"),
+    "dataset.batch_size": (1, math.inf, True, "an integer >= 1"),
+    "dataset.eval_batch_size": (1, math.inf, True, "an integer >= 1"),
+    "dataset.num_classes": (2, math.inf, True, "an integer >= 2"),
+    "dataset.num_workers": (0, math.inf, True, "an integer >= 0"),
+    "dataset.image_size": (1, math.inf, True, "an integer >= 1"),
+    "optimizer.optim.lr": (0, math.inf, False, "a number > 0"),
+    "optimizer.optim.weight_decay": (0, math.inf, True, "a number >= 0"),
+    "optimizer.optim.momentum": (0, 1, True, "a number in [0, 1)"),
+    "optimizer.lr_annealing.alpha": (0, math.inf, True, "a number >= 0"),
+    "optimizer.lr_annealing.beta": (0, math.inf, True, "a number >= 0"),
+    "schedule.lambda_max": (0, math.inf, True, "a number >= 0 (lambda scales a reversed gradient)"),
+    "schedule.value": (0, math.inf, True, "a number >= 0 (lambda scales a reversed gradient)"),
+    "schedule.gamma": (0, math.inf, False, "a number > 0 (the sigmoid's steepness in p)"),
+    "schedule.ramp_until": (0, 1, True, "a number in [0, 1] (a training progress p)"),
+    "backbone.lr_mult": (0, math.inf, True, "a number >= 0"),
+    "trainer.max_epochs": (-1, math.inf, True, "an integer >= 1, or -1 with trainer.max_steps"),
+    "trainer.gradient_clip_val": (0, math.inf, False, "a number > 0, or null for no clipping"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise a ConfigError for the first unknown key or out-of-range value in `cfg`."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    check_keys(container)
+    check_ranges(container)
+    metrics = {metric for metric, _ in VALIDATORS.values()}
+    selection = container.get("selection") or {}
+    if selection.get("metric") not in metrics:
+        raise ConfigError(
+            f"selection.metric={selection.get('metric')!r} is not a validator's metric; valid "
+            f"choices: {', '.join(sorted(metrics))} (or pick one with selection=<name>: "
+            f"{', '.join(VALIDATORS)})"
+        )
+    if selection.get("mode") not in ("min", "max"):
+        raise ConfigError(f"selection.mode={selection.get('mode')!r}: choose min or max")
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def check_ranges(tree: dict) -> None:
+    for field, (low, high, inclusive, allowed) in RANGES.items():
+        value = _get(tree, field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{field}={value!r} must be {allowed}")
+        above = value >= low if inclusive else value > low
+        if not (above and value <= high) or (field == "optimizer.optim.momentum" and value >= 1):
+            raise ConfigError(f"{field}={value} is out of range: it must be {allowed}")
+    trainer = tree.get("trainer") or {}
+    if trainer.get("max_epochs") == 0 or (
+        trainer.get("max_epochs", 1) < 0 and (trainer.get("max_steps") or -1) < 0
+    ):
+        raise ConfigError(
+            f"trainer.max_epochs={trainer.get('max_epochs')} with trainer.max_steps="
+            f"{trainer.get('max_steps')}: the schedules need a finite run; set max_epochs >= 1 "
+            "or max_steps >= 1"
+        )
+
+
+@cache
+def _declared_keys(group: str, subpath: tuple[str, ...]) -> frozenset[str]:
+    """The keys at `subpath` in any config file of `group` ('' = the top-level files), or set
+    there by a file written at the global package (experiment presets, some datasets)."""
+    files = (
+        [CONFIGS / f for f in TOP_LEVEL_FILES] if not group else [*(CONFIGS / group).glob("*.yaml")]
+    )
+    files += [*(CONFIGS / "experiment").glob("*.yaml")]
+    keys: set[str] = set()
+    for path in files:
+        at = subpath
+        if "@package _global_" in path.read_text():
+            at = (group, *subpath) if group else ()
+        elif path.parent.name != (group or "configs"):
+            continue
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        for part in at:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            keys |= set(node) - {"defaults"}
+    if not group:
+        keys |= {p.name for p in CONFIGS.iterdir() if p.is_dir()}
+    return frozenset(keys)
+
+
+def _target_arguments(target: str) -> set[str] | None:
+    """The keyword arguments `target` accepts, or None when it takes **kwargs."""
+    obj = get_object(target)
+    params = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self"}
+
+
+def _dataset_arguments() -> set[str]:
+    from dann.data import DomainAdaptationDataModule
+
+    return set(inspect.signature(DomainAdaptationDataModule.__init__).parameters) - {"self"}
+
+
+def check_keys(tree: dict, path: tuple[str, ...] = ()) -> None:
+    if "_target_" in tree:
+        valid = _target_arguments(tree["_target_"])
+        where = f"{tree['_target_']} takes no such argument"
+    elif path and path[0] in FREE_FORM and len(path) == 1:
+        valid, where = None, ""
+    else:
+        group, subpath = (path[0], path[1:]) if path else ("", ())
+        if path and not (CONFIGS / group).is_dir():
+            valid, where = None, ""  # a plain nested value (e.g. a list or dict argument)
+        else:
+            valid = set(_declared_keys(group, subpath))
+            if path == ("dataset",):
+                valid |= _dataset_arguments()
+            where = (
+                f"no config in configs/{group} declares it" if group else "no such top-level key"
+            )
+    if valid is not None:
+        for key in tree:
+            if key not in valid and key not in HYDRA_KEYS:
+                name = ".".join((*path, key))
+                close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+                hint = (
+                    f"did you mean {'.'.join((*path, close[0]))}?"
+                    if close
+                    else f"valid keys: {', '.join(sorted(valid))}"
+                )
+                raise ConfigError(f"unknown config key {name} ({where}); {hint}")
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in HYDRA_KEYS:
+            check_keys(value, (*path, key))
