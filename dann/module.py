@@ -10,8 +10,10 @@ Performance options, read from the backbone config (no effect on results beyond 
 `backbone.channels_last=true` keeps 4-D weights and input batches in channels-last memory
 (NHWC; faster convolutions on tensor-core GPUs), `backbone.compile=true` (or a backend name,
 e.g. `aot_eager`) compiles the feature extractor and the label classifier with `torch.compile`,
-in place, so parameter names and checkpoints are unchanged. Per-step scalars are logged as CPU
-tensors: Lightning would otherwise copy each Python float to the GPU (a device sync) every step.
+in place, so parameter names and checkpoints are unchanged. Per-step scalars reach `self.log`
+only at the steps the logger writes (see `_writes_step_logs`), the schedule floats as CPU tensors
+(Lightning would copy each Python float to the GPU, a device sync); training accuracies are
+updated per step and logged per epoch.
 """
 
 import pytorch_lightning as pl
@@ -47,6 +49,7 @@ class DALightningModule(pl.LightningModule):
         )
         self.lambda_schedule = instantiate(schedule)  # a function of p (`_partial_: true`)
         self.total_steps: int | None = None
+        self._step_logs: dict[str, torch.Tensor] | None = None  # training_step -> batch end
 
         def acc():
             return MulticlassAccuracy(num_classes, average="micro")
@@ -108,30 +111,51 @@ class DALightningModule(pl.LightningModule):
         out = self.method(features, logits, n, lambda_)
         loss = label_loss + sum(out.losses.values())
 
-        # per step: no .item() and no host->device copy, so nothing waits for the GPU here
-        step_logs = {
-            "train/loss": loss,
-            "train/label_loss": label_loss,
-            **{f"train/{k}": v for k, v in out.losses.items()},
-        }
-        self.log_dict(step_logs, on_step=True, on_epoch=False, batch_size=n)
-        schedule_logs = {
+        # per-step scalars: detached tensors (no .item(), so nothing waits for the GPU) and CPU
+        # tensors for the Python floats (Lightning would copy each one to the GPU, a sync)
+        schedule = {
             "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
             "train/lr": self.optimizers().param_groups[0]["lr"],
             "train/progress": p,
         }
-        # CPU tensors: Lightning turns Python floats into tensors on the module's device
-        cpu = {k: torch.tensor(float(v), dtype=torch.float32) for k, v in schedule_logs.items()}
-        self.log_dict(cpu, on_step=True, on_epoch=False, batch_size=n)
-        # update() only: the metrics are logged per epoch, so no per-batch value is computed
+        self._step_logs = {
+            "train/loss": loss.detach(),
+            "train/label_loss": label_loss.detach(),
+            **{f"train/{k}": v.detach() for k, v in out.losses.items()},
+            **{k: torch.tensor(float(v), dtype=torch.float32) for k, v in schedule.items()},
+        }
+        # update() only, logged in on_train_epoch_end: no per-batch accuracy is computed and
+        # no self.log of a Metric object per step (Lightning moves its state every call)
         self.train_source_acc.update(logits[:n], y_s)
-        self.log("train/source_acc", self.train_source_acc, on_step=False, on_epoch=True)
         if out.domain_logits is not None:
             self.train_domain_acc.update(out.domain_logits.sigmoid(), out.domain_targets)
-            self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        logs, self._step_logs = self._step_logs, None
+        if logs and self._writes_step_logs():
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
+
+    def _writes_step_logs(self) -> bool:
+        """Whether this batch's per-step scalars go to Lightning: when its logger connector will
+        write step metrics after this batch (every trainer.log_every_n_steps, the same test
+        Lightning makes after this hook), at the last batch of an epoch (so callback_metrics
+        end every epoch with its last step's values) and under fast_dev_run. Each self.log call
+        costs about a millisecond of Python in Lightning, which is most of a GPU step."""
+        trainer = self.trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        writes = getattr(connector, "should_update_logs", True)
+        return bool(writes or trainer.is_last_batch or trainer.fast_dev_run)
+
     def on_train_epoch_end(self):
+        for name, metric in (
+            ("train/source_acc", self.train_source_acc),
+            ("train/domain_acc", self.train_domain_acc),
+        ):
+            if metric.update_called:
+                # compute() already reduces across processes (torchmetrics)
+                self.log(name, metric.compute(), sync_dist=True)
+            metric.reset()
         for name, value in self.method.on_train_epoch_end().items():
             # already reduced across processes by the method; sync_dist keeps Lightning's
             # epoch-level logging consistent (and quiet) under DDP, once per epoch

@@ -26,7 +26,7 @@ DEFAULT_METRICS = ["selected_val/source_acc", "selected_val/target_acc", "test/t
 
 def load_jobs(sweep_dir: Path) -> list[tuple[str, dict]]:
     jobs = []
-    for summary in sorted(sweep_dir.glob("*/summary.json")):
+    for summary in sorted(sweep_dir.rglob("summary.json")):  # one sweep, or several under it
         overrides = yaml.safe_load((summary.parent / ".hydra" / "overrides.yaml").read_text())
         group = ",".join(o for o in overrides or [] if not o.startswith("seed=")) or "(defaults)"
         jobs.append((group, json.loads(summary.read_text())))

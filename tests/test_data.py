@@ -119,13 +119,19 @@ def _write_idx(path, array: np.ndarray, gz: bool = False):
     path.write_bytes(data)
 
 
-def test_reads_torchvision_mnist_layout(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+def write_mnist_raw(root):
+    """40 train + 12 test random digits in torchvision's layout under root/MNIST/raw."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 40), ("t10k", 12)):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return raw
+
+
+def test_reads_torchvision_mnist_layout(tmp_path):
+    write_mnist_raw(tmp_path)
     mnist = load_mnist_full(str(tmp_path), split_seed=0)
     assert (len(mnist.train), len(mnist.val), len(mnist.test)) == (36, 4, 12)
     assert mnist.train.inputs.shape[1:] == (1, 28, 28)

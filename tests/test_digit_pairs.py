@@ -102,7 +102,7 @@ def test_usps_datamodule_resizes_to_28_grey_and_drops_target_labels(tmp_path, da
             assert 0 <= split.labels.min() and split.labels.max() <= 9
     batch = first_train_batch(dm)
     assert isinstance(batch["target"], torch.Tensor) and batch["target"].shape == (4, 1, 28, 28)
-    assert dm.train_dataloader().iterables["target"].dataset.labels is None
+    assert dm.train_dataloader().iterables["target"].labels is None
 
 
 def test_usps_without_mnist_folder_uses_embedded_mnist_with_one_warning(tmp_path, data_dir, caplog):
@@ -165,7 +165,7 @@ def test_digits_datamodule_upsamples_to_28(data_dir):
     x_s, y_s = batch["source"]
     assert x_s.shape == (8, 1, 28, 28) and y_s.shape == (8,)
     assert isinstance(batch["target"], torch.Tensor)
-    assert dm.train_dataloader().iterables["target"].dataset.labels is None
+    assert dm.train_dataloader().iterables["target"].labels is None
 
 
 def test_fast_dev_run_on_mnist_to_digits(make_cfg):
@@ -308,7 +308,7 @@ def test_syndigits_datamodule_takes_sizes_from_the_config(tmp_path):
     assert (len(dm.data.source.train), len(dm.data.target.train)) == (50, 18)
     x_s, y_s = first_train_batch(dm)["source"]
     assert x_s.shape == (8, 3, 32, 32) and 0 <= y_s.min() and y_s.max() <= 9
-    assert dm.train_dataloader().iterables["target"].dataset.labels is None
+    assert dm.train_dataloader().iterables["target"].labels is None
 
 
 def test_generated_sizes_default_and_validate():

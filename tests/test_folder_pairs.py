@@ -234,7 +234,7 @@ def test_synsigns_to_gtsrb_datamodule_batch(tmp_path):
     (x_s, y_s), x_t = batch["source"], batch["target"]
     assert x_s.shape == x_t.shape == (4, 3, 32, 32) and x_t.dtype == torch.uint8
     assert y_s.shape == (4,)
-    assert dm.train_dataloader().iterables["target"].dataset.labels is None
+    assert dm.train_dataloader().iterables["target"].labels is None
     assert dm.mean is not None and dm.mean.shape == (1, 3, 1, 1)  # pooled uint8 training mean
     assert np.isfinite(dm.mean.numpy()).all()
 

@@ -6,10 +6,11 @@
 - `InterruptCheckpoint`: on Ctrl-C or SIGTERM (what SLURM sends before it kills a job) saves
   `checkpoints/interrupted.ckpt`, which `ckpt_path=last` picks up when it is the newest. Any
   other exception (a bug, a NaN) saves nothing: the last good checkpoint stays the newest.
-- `DivergenceGuard`: stops the run with a `DivergenceError` naming the step, the loss and
-  the likely cause as soon as a logged training loss is NaN or infinite. The check is on the
-  device and read back every `check_every_n_steps` steps and before each validation and
-  checkpoint, so a GPU is not made to synchronise on every step.
+- `DivergenceGuard`: stops the run with a `DivergenceError` naming the step, λ, lr and the
+  likely cause as soon as the training loss (the sum of every term) is NaN or infinite, or a
+  weight is at a validation or epoch end. The per-step test stays on the device and is read
+  back every `check_every_n_steps` steps and before each validation and checkpoint, so a GPU
+  is not made to synchronise on every step.
 """
 
 import logging
@@ -96,40 +97,38 @@ class InterruptCheckpoint(pl.Callback):
 class DivergenceGuard(pl.Callback):
     def __init__(self, check_every_n_steps: int = 10):
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | None = None  # per loss: first bad step, or -1
-        self._names: list[str] = []
+        self._first_bad: torch.Tensor | None = None  # first step with a bad loss, or -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        losses = {
-            k: v
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("train/") and k.endswith("loss")
-        }
-        if not losses:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
             return
-        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if self._first_bad is None or self._names != list(losses):
-            self._names = list(losses)
-            self._first_bad = torch.full_like(values, -1)
-        step = trainer.global_step - 1  # the step whose losses these are
-        new = ~torch.isfinite(values) & (self._first_bad < 0)
-        self._first_bad = torch.where(new, torch.full_like(values, step), self._first_bad)
+        # the total loss: NaN or inf in any of its terms makes it non-finite too
+        step = torch.full((1,), trainer.global_step - 1, device=loss.device)  # loss's step
+        bad = ~torch.isfinite(loss.detach().reshape(1))
+        if self._first_bad is None:
+            self._first_bad = torch.full_like(step, -1)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
         if trainer.global_step % self.check_every_n_steps == 0:
             self.check(trainer, pl_module)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self.check(trainer, pl_module)
+            self.check(trainer, pl_module, weights=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.check(trainer, pl_module)  # before the epoch's last.ckpt is written
+        self.check(trainer, pl_module, weights=True)  # before the epoch's last.ckpt is written
 
-    def check(self, trainer, pl_module) -> None:
+    def check(self, trainer, pl_module, weights: bool = False) -> None:
+        """Raise if a loss was non-finite; with `weights`, also if a parameter is (a last
+        optimizer step can blow up the weights while the losses were still finite)."""
         if self._first_bad is None or bool((self._first_bad < 0).all()):
+            if weights and not all(bool(p.isfinite().all()) for p in pl_module.parameters()):
+                self._raise(trainer, pl_module, trainer.global_step, "a weight")
             return
-        flags = zip(self._first_bad.tolist(), self._names, strict=True)
-        bad = [(int(s), n) for s, n in flags if s >= 0]
-        step, name = min(bad)
+        self._raise(trainer, pl_module, int(self._first_bad.item()), "the training loss")
+
+    def _raise(self, trainer, pl_module, step: int, name: str) -> None:
         lr = trainer.optimizers[0].param_groups[-1]["lr"]
         lam = pl_module.lambda_schedule(min(step / max(pl_module.total_steps or 1, 1), 1.0))
         last = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]

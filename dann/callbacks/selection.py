@@ -56,6 +56,9 @@ class SelectionValidators(pl.Callback):
     def scores(self, source: dict, target: dict) -> dict[str, float]:
         """The validators from source (features, logits, labels) and target (features, logits)."""
         fs, ft = source["features"].numpy(), target["features"].numpy()
+        if not (np.isfinite(fs).all() and np.isfinite(ft).all()):  # a diverged model
+            nan = float("nan")
+            return dict.fromkeys(("val/reverse_acc", "val/dev_risk", "val/entropy", "val/snd"), nan)
         source_losses = F.cross_entropy(source["logits"], source["labels"], reduction="none")
         return {
             "val/reverse_acc": selection.reverse_validation_acc(

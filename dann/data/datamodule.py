@@ -105,7 +105,7 @@ class InMemoryBatches:
         return shard[: len(self) * self.batch_size]
 
     def __iter__(self):
-        order, skip = self.order(self.epoch, self._pass), self._skip
+        order, skip = self.order(self.epoch, self._pass).to(self.inputs.device), self._skip
         self._pass, self._skip = self._pass + 1, 0
         for idx in order[skip * self.batch_size :].split(self.batch_size):
             yield self.inputs[idx] if self.labels is None else (self.inputs[idx], self.labels[idx])
@@ -235,9 +235,12 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         if not isinstance(split, Split):
             return self._loader(split, self.hparams.batch_size, train=True, labels=labels)
         trainer = self.trainer
+        # held once on the training device (a GPU when there is one): batches are gathered
+        # there, and Lightning's host-to-device copy of each batch becomes a no-op
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
         return InMemoryBatches(
-            split.inputs,
-            split.labels if labels else None,
+            split.inputs.to(device),
+            split.labels.to(device) if labels else None,
             self.hparams.batch_size,
             seed=seed,
             rank=trainer.global_rank if trainer else 0,
@@ -287,7 +290,11 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float [0, 1] minus the pooled per-channel training mean."""
         x = images.float().div_(255)
-        return x.sub_(self.mean.to(x.device)) if self.mean is not None else x
+        if self.mean is None:
+            return x
+        if self.mean.device != x.device:  # moved once, not copied to the GPU every batch
+            self.mean = self.mean.to(x.device)
+        return x.sub_(self.mean)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return apply_to_collection(

@@ -1,0 +1,209 @@
+"""Framework overhead: dann's LightningModule + pl.Trainer against a minimal hand-written loop.
+
+    python scripts/bench_overhead.py                      # small defaults (~1-2 min on a CPU)
+    python scripts/bench_overhead.py --steps 500 --repeats 5 --device cuda
+
+Both train the same network (the paper's MNIST net, built by `DALightningModule` from the
+default config) on the same in-memory MNIST -> MNIST-M data (the datamodule's uint8 tensors),
+64 source + 64 target images per step:
+
+- hand loop: index a random batch of the uint8 tensors, x / 255 - mean, one forward of
+  cat(source, target), label CE + domain BCE behind the GRL, SGD (momentum 0.9) step, with the
+  paper's lambda and lr schedules set by hand each step;
+- dann: `DALightningModule` + `pl.Trainer` as a user runs it (`python train.py callbacks=none
+  trainer.limit_val_batches=0`): the datamodule's loader, TensorBoard logging every
+  `trainer.log_every_n_steps`, the progress bar; and the same without the logger.
+
+The runs alternate (hand, dann, dann without logger, hand, ...); each reports images/s over its
+steps after `--warmup`, and the table shows medians over `--repeats`.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from bench_common import datamodule, machine, make_cfg, median, table
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, TQDMProgressBar
+
+from dann.grl import grad_reverse
+from dann.schedules import grl_sigmoid, lr_annealing
+
+
+def hand_loop(module, dm, steps: int, warmup: int, device: torch.device) -> float:
+    """images/s of a minimal PyTorch DANN loop over the datamodule's in-memory tensors."""
+    src, tgt = dm.data.source.train, dm.data.target.train
+    xs, ys, xt = src.inputs.to(device), src.labels.to(device), tgt.inputs.to(device)
+    mean = dm.mean.to(device)
+    bs = dm.hparams.batch_size
+    fe, clf, disc = module.feature_extractor, module.classifier, module.method.discriminator
+    params = [p for m in (fe, clf, disc) for p in m.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    domain = torch.cat([torch.zeros(bs), torch.ones(bs)]).to(device)
+    per_epoch = min(len(xs), len(xt)) // bs
+    start, step = None, 0
+    while step < steps:
+        ps, pt = torch.randperm(len(xs), device=device), torch.randperm(len(xt), device=device)
+        for b in range(per_epoch):
+            if step == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            if step == steps:
+                break
+            i, j = ps[b * bs : (b + 1) * bs], pt[b * bs : (b + 1) * bs]
+            x = torch.cat([xs[i], xt[j]]).float().div_(255).sub_(mean)
+            p = step / steps
+            for g in opt.param_groups:
+                g["lr"] = 0.01 * lr_annealing(p)
+            features = fe(x)
+            label_loss = F.cross_entropy(clf(features[:bs]), ys[i])
+            d = disc(grad_reverse(features, grl_sigmoid(p))).squeeze(1)
+            loss = label_loss + F.binary_cross_entropy_with_logits(d, domain)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - warmup) * 2 * bs / (time.perf_counter() - start)
+
+
+class QuietProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, updated every step as usual, drawn into /dev/null (the bar's
+    cost is measured; the terminal keeps the results readable)."""
+
+    def init_train_tqdm(self) -> Tqdm:
+        self._devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the bar
+        return Tqdm(
+            desc=self.train_description,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=self._devnull,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the end of step `warmup` to the end of the last step."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            if module.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+        if trainer.global_step == trainer.max_steps:
+            if module.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.end = time.perf_counter()
+            self.steps = trainer.global_step - self.warmup
+
+
+def dann_run(overrides, steps, warmup, as_user: bool, out: str) -> float:
+    """images/s of `DALightningModule` + `pl.Trainer` from the config. as_user: the config's
+    TensorBoard logger and Lightning's default end-of-epoch checkpoint, as `python train.py
+    callbacks=none` has them; else neither."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from dann.train import build
+
+    cfg = make_cfg(
+        [
+            "callbacks=none",
+            "trainer.limit_val_batches=0",
+            f"trainer.max_steps={steps}",
+            "trainer.max_epochs=-1",
+            *overrides,
+        ],
+        out,
+    )
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm, module, _ = build(cfg)
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("_target_")
+    kwargs["plugins"] = [instantiate(p) for p in kwargs.get("plugins") or []]
+    timer = StepTimer(warmup)
+    trainer = pl.Trainer(
+        **kwargs,
+        callbacks=[timer, QuietProgressBar()],
+        logger=instantiate(cfg.logger) if as_user else False,
+        enable_checkpointing=as_user,
+    )
+    trainer.fit(module, datamodule=dm)
+    return timer.steps * 2 * cfg.dataset.batch_size / (timer.end - timer.start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per run")
+    parser.add_argument("--warmup", type=int, default=20, help="steps not timed")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. backbone=...")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # the default trainer (deterministic: false), on the device asked for
+    overrides = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"]
+    overrides += args.overrides
+
+    import logging
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("dann").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_cfg(overrides, tmp)
+        dm = datamodule(cfg)
+        results = {
+            "hand loop (PyTorch)": [],
+            "dann (TensorBoard + checkpoint)": [],
+            "dann, no logger or checkpoint": [],
+        }
+        for r in range(args.repeats):
+            from dann.train import build
+
+            pl.seed_everything(cfg.seed, verbose=False)
+            _, module, _ = build(cfg)
+            module.to(device).train()
+            results["hand loop (PyTorch)"].append(
+                hand_loop(module, dm, args.steps, args.warmup, device)
+            )
+            results["dann (TensorBoard + checkpoint)"].append(
+                dann_run(overrides, args.steps, args.warmup, True, f"{tmp}/r{r}")
+            )
+            results["dann, no logger or checkpoint"].append(
+                dann_run(overrides, args.steps, args.warmup, False, f"{tmp}/n{r}")
+            )
+            print(
+                f"repeat {r + 1}/{args.repeats}: "
+                + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in results.items()),
+                flush=True,
+            )
+
+    base = median(results["hand loop (PyTorch)"])
+    rows = [[name, median(v), min(v), max(v), median(v) / base] for name, v in results.items()]
+    print(f"\n{machine()}")
+    print(
+        f"{args.steps} steps ({args.warmup} untimed) x {args.repeats} repeats, "
+        f"batch {cfg.dataset.batch_size} + {cfg.dataset.batch_size}, {args.device}, "
+        f"overrides: {' '.join(overrides)}\n"
+    )
+    print(table(["loop", "images/s (median)", "min", "max", "ratio to hand loop"], rows))
+    ratio = median(results["dann (TensorBoard + checkpoint)"]) / base
+    print(f"\ndann (as a user runs it) / hand loop = {ratio:.2f}x (goal >= 0.90x)")
+
+
+if __name__ == "__main__":
+    main()

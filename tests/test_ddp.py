@@ -1,0 +1,122 @@
+"""Scale-out: `trainer=ddp` as a user runs it (2 CPU processes, gloo), and the SLURM launcher."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dann import schedules
+from dann.data import DomainAdaptationDataModule
+from tests.conftest import CONFIGS, compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    out = {}
+    for f in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out.update({e.step: e.value for e in acc.Scalars(tag)})
+    return out
+
+
+def test_ddp_two_cpu_processes_follow_the_single_process_schedules(tmp_path, data_dir):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",  # a whole epoch: each process must see half of it
+        "trainer.limit_val_batches=0",  # the schedules are what is checked: no evaluation
+        "trainer.limit_test_batches=0",
+        "trainer.log_every_n_steps=1",
+        "+trainer.enable_progress_bar=false",
+        "callbacks=none",
+        f"hydra.run.dir={out}",
+    ]
+    env = {**os.environ, "DANN_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Starting with 2 processes" in log and "distributed_backend=gloo" in log
+    assert log.count("SUMMARY") == 1  # printed by rank 0 only
+
+    lambdas = _scalars(out / "tensorboard", "train/lambda")
+    lrs = _scalars(out / "tensorboard", "train/lr")
+    progress = _scalars(out / "tensorboard", "train/progress")
+    steps = sorted(lambdas)
+    # one optimiser step per logged step, 0 .. T-1: T is what each process actually ran
+    total = len(steps)
+    assert steps == list(range(total)) and sorted(lrs) == steps
+
+    # each process gets half of the epoch: the single-process epoch has n // batch_size steps
+    cfg = compose_cfg([], tmp_path / "cfg", data_dir)
+    dm = DomainAdaptationDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    dm.prepare_data()
+    dm.setup("fit")
+    n = max(len(dm.data.source.train.inputs), len(dm.data.target.train.inputs))
+    single = n // cfg.dataset.batch_size
+    assert abs(total - n / (2 * cfg.dataset.batch_size)) <= 1 and total < single
+
+    # p = step / (per-process stepping batches): the schedules at p run the same curve as one
+    # process (p reaches (T-1)/T at the last step, not (T-1)/(2T))
+    lr0, anneal = cfg.optimizer.optim.lr, cfg.optimizer.lr_annealing
+    for step in steps:
+        p = step / total
+        assert progress[step] == pytest.approx(p, abs=1e-6)
+        expected_lambda = schedules.grl_sigmoid(p, cfg.schedule.gamma, cfg.schedule.lambda_max)
+        assert lambdas[step] == pytest.approx(expected_lambda, abs=1e-5)
+        expected_lr = lr0 * schedules.lr_annealing(p, anneal.alpha, anneal.beta)
+        assert lrs[step] == pytest.approx(expected_lr, rel=1e-5)
+    assert lambdas[steps[-1]] > 0.99  # near the end of the sigmoid warm-up (gamma = 10)
+    assert math.isfinite(_scalars(out / "tensorboard", "train/loss")[steps[-1]])
+
+
+def test_ddp_trainer_config_composes(make_cfg):
+    cfg = make_cfg("trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
+    t = cfg.trainer
+    assert (t.strategy, t.devices, t.num_nodes) == ("ddp", 4, 2)
+    assert t._target_ == "pytorch_lightning.Trainer" and t.sync_batchnorm is False
+    assert t.precision == "32-true" and t.max_epochs == make_cfg().trainer.max_epochs
+
+
+def test_gpu_trainer_defaults_to_bf16_and_cpu_to_fp32(make_cfg):
+    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
+    assert make_cfg("trainer=cpu").trainer.precision == "32-true"
+    assert make_cfg().trainer.precision == "32-true"
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    from hydra import compose, initialize_config_dir
+
+    overrides = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=60",
+        "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.tasks_per_node=4",
+        "trainer=ddp",
+        "trainer.devices=4",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        plain = compose(
+            "train", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.timeout_min) == ("gpu", 60)
+    assert launcher.gpus_per_node == launcher.tasks_per_node == cfg.trainer.devices == 4
+    # the preset only sets defaults on top of the plugin's own submitit_slurm config
+    assert plain.hydra.launcher._target_ == launcher._target_
+    assert set(plain.hydra.launcher) == set(launcher)
