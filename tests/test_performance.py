@@ -284,3 +284,28 @@ def test_step_scalars_are_fresh_at_every_step_the_logger_writes(make_cfg, monkey
     last = built["fit_metrics"]
     assert float(last["train/lambda"]) == pytest.approx(grl_sigmoid(6 / 7), abs=1e-6)
     assert {"train/source_acc", "train/domain_acc"} <= set(written)  # per epoch
+
+
+def test_bf16_mixed_learns_as_well_as_fp32_in_a_short_run(tmp_path, data_dir):
+    from conftest import compose_cfg
+
+    short = [
+        "callbacks=none",
+        "logger=tensorboard",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=40",
+        "optimizer=adam",
+        "method=source_only",
+        "trainer.limit_val_batches=0",
+        "trainer.limit_test_batches=2",
+        "dataset.eval_batch_size=500",
+        "+trainer.enable_progress_bar=false",
+    ]
+    accuracy = {
+        precision: run(
+            compose_cfg([*short, f"trainer.precision={precision}"], tmp_path / precision, data_dir)
+        )["test/source_acc"]
+        for precision in ("32-true", "bf16-mixed")
+    }
+    assert accuracy["32-true"] > 0.5  # 40 Adam steps do learn the source (chance: 0.1)
+    assert abs(accuracy["bf16-mixed"] - accuracy["32-true"]) < 0.05, accuracy
