@@ -83,9 +83,10 @@ class DALightningModule(pl.LightningModule):
         """Class logits for a batch of (normalised) images."""
         return self.classifier(self.features(x))
 
-    def progress(self) -> float:
-        """Training progress p in [0, 1]; global_step based, so right under resume and DDP."""
-        return min(self.global_step / self._total(), 1.0)
+    def progress(self, step: int | None = None) -> float:
+        """Training progress p in [0, 1] at `step` (default: now); global_step based, so right
+        under resume and DDP."""
+        return min((self.global_step if step is None else step) / self._total(), 1.0)
 
     def _total(self) -> int:
         if self.total_steps is None:
@@ -148,14 +149,8 @@ class DALightningModule(pl.LightningModule):
         return bool(writes or trainer.is_last_batch or trainer.fast_dev_run)
 
     def on_train_epoch_end(self):
-        for name, metric in (
-            ("train/source_acc", self.train_source_acc),
-            ("train/domain_acc", self.train_domain_acc),
-        ):
-            if metric.update_called:
-                # compute() already reduces across processes (torchmetrics)
-                self.log(name, metric.compute(), sync_dist=True)
-            metric.reset()
+        self._log_epoch_metric("train/source_acc", self.train_source_acc)
+        self._log_epoch_metric("train/domain_acc", self.train_domain_acc)
         for name, value in self.method.on_train_epoch_end().items():
             # already reduced across processes by the method; sync_dist keeps Lightning's
             # epoch-level logging consistent (and quiet) under DDP, once per epoch
@@ -177,11 +172,15 @@ class DALightningModule(pl.LightningModule):
         # handed to callbacks' on_*_batch_end (the selection validators); Lightning keeps none
         return {"features": features.detach(), "logits": logits.detach(), "labels": y}
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        if self.eval_domain_acc.update_called:
+    def _log_epoch_metric(self, name: str, metric) -> None:
+        """Log a metric accumulated over the epoch (if it saw any batch), then reset it."""
+        if metric.update_called:
             # compute() already reduces across processes (torchmetrics)
-            self.log(f"{stage}/domain_acc", self.eval_domain_acc.compute(), sync_dist=True)
-        self.eval_domain_acc.reset()
+            self.log(name, metric.compute(), sync_dist=True)
+        metric.reset()
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         return self._eval_step("val", batch, dataloader_idx)

@@ -28,6 +28,17 @@ def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictC
     return cfg
 
 
+def logged_scalars(log_dir) -> dict[str, dict[int, float]]:
+    """Every scalar a run wrote to the TensorBoard folder `log_dir`: tag -> {step: value}.
+    Read as TensorBoard reads it: all event files of the folder, and where a resumed run
+    logs a step again, its value replaces the interrupted run's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """make_cfg("method=source_only", ...) -> a composed config writing into tmp_path."""

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dann import schedules
 from dann.data import DomainAdaptationDataModule
-from tests.conftest import CONFIGS, compose_cfg
+from tests.conftest import CONFIGS, compose_cfg, logged_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _scalars(log_dir: Path, tag: str) -> dict[int, float]:
-    out = {}
-    for f in sorted(log_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out.update({e.step: e.value for e in acc.Scalars(tag)})
-    return out
 
 
 def test_ddp_two_cpu_processes_follow_the_single_process_schedules(tmp_path, data_dir):
@@ -50,9 +39,10 @@ def test_ddp_two_cpu_processes_follow_the_single_process_schedules(tmp_path, dat
     assert "Starting with 2 processes" in log and "distributed_backend=gloo" in log
     assert log.count("SUMMARY") == 1  # printed by rank 0 only
 
-    lambdas = _scalars(out / "tensorboard", "train/lambda")
-    lrs = _scalars(out / "tensorboard", "train/lr")
-    progress = _scalars(out / "tensorboard", "train/progress")
+    logged = logged_scalars(out / "tensorboard")
+    lambdas = logged["train/lambda"]
+    lrs = logged["train/lr"]
+    progress = logged["train/progress"]
     steps = sorted(lambdas)
     # one optimiser step per logged step, 0 .. T-1: T is what each process actually ran
     total = len(steps)
@@ -78,7 +68,7 @@ def test_ddp_two_cpu_processes_follow_the_single_process_schedules(tmp_path, dat
         expected_lr = lr0 * schedules.lr_annealing(p, anneal.alpha, anneal.beta)
         assert lrs[step] == pytest.approx(expected_lr, rel=1e-5)
     assert lambdas[steps[-1]] > 0.99  # near the end of the sigmoid warm-up (gamma = 10)
-    assert math.isfinite(_scalars(out / "tensorboard", "train/loss")[steps[-1]])
+    assert math.isfinite(logged["train/loss"][steps[-1]])
 
 
 def test_ddp_trainer_config_composes(make_cfg):

@@ -4,7 +4,6 @@ train end to end. No timings are asserted (see scripts/bench_*.py for those)."""
 
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -253,7 +252,7 @@ def test_compile_trains_with_inductor(make_cfg, monkeypatch):
 def test_step_scalars_are_fresh_at_every_step_the_logger_writes(make_cfg, monkeypatch):
     # per-step scalars go through self.log only where Lightning writes them (every
     # log_every_n_steps) and at the last batch of an epoch: what is written must be that step's
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from conftest import logged_scalars
 
     from dann.schedules import grl_sigmoid
 
@@ -268,12 +267,7 @@ def test_step_scalars_are_fresh_at_every_step_the_logger_writes(make_cfg, monkey
         "trainer.log_every_n_steps=3",
     )
     run(cfg)
-    written: dict[str, dict[int, float]] = {}
-    for f in sorted(Path(built["trainer"].logger.log_dir).glob("events.out.*")):
-        acc = EventAccumulator(str(f))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            written.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+    written = logged_scalars(built["trainer"].logger.log_dir)
     # Lightning writes step metrics after steps g with (g + 1) % 3 == 0: 2 and 5 of 0..6
     for tag in ("train/loss", "train/label_loss", "train/domain_loss", "train/lambda", "train/lr"):
         assert sorted(written[tag]) == [2, 5], (tag, written.get(tag))

@@ -130,7 +130,7 @@ class DivergenceGuard(pl.Callback):
 
     def _raise(self, trainer, pl_module, step: int, name: str) -> None:
         lr = trainer.optimizers[0].param_groups[-1]["lr"]
-        lam = pl_module.lambda_schedule(min(step / max(pl_module.total_steps or 1, 1), 1.0))
+        lam = pl_module.lambda_schedule(pl_module.progress(step))
         last = [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
         last += [c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path]
         kept = f" The last good checkpoint is {last[0]}." if last else " No checkpoint was written."

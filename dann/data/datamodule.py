@@ -251,11 +251,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
     def _progress(self) -> tuple[int, int, int]:
         """(epoch, training batches consumed in it, batches per epoch), from the trainer."""
         t = self.trainer
-        return (
-            t.current_epoch,
-            t.fit_loop.epoch_loop.batch_progress.current.processed,
-            (t.num_training_batches),
-        )
+        consumed = t.fit_loop.epoch_loop.batch_progress.current.processed
+        return t.current_epoch, consumed, t.num_training_batches
 
     def train_dataloader(self) -> CombinedLoader:
         src, tgt = self.data.source.train, self.data.target.train
