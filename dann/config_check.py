@@ -20,7 +20,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from dann.errors import ConfigError
-from dann.selection import VALIDATORS
+from dann.models.norm import check_norm
+from dann.selection import NOT_SELECTABLE, VALIDATORS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -44,6 +45,14 @@ RANGES = {
     "schedule.value": (lambda v: v >= 0, "a number >= 0 (lambda scales a reversed gradient)"),
     "schedule.gamma": (lambda v: v > 0, "a number > 0 (the sigmoid's steepness in p)"),
     "schedule.ramp_until": (lambda v: 0 <= v <= 1, "a number in [0, 1] (a training progress p)"),
+    "schedule.alpha": (lambda v: v > 0, "a number > 0 (the warm start's steepness in p)"),
+    "schedule.lo": (lambda v: v >= 0, "a number >= 0 (lambda scales a reversed gradient)"),
+    "schedule.hi": (lambda v: v >= 0, "a number >= 0 (lambda scales a reversed gradient)"),
+    "optimizer.ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1), or null for no EMA"),
+    "loss.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "loss.target_entropy": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "dataset.augment_shift": (lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
+    "method.weight": (lambda v: v >= 0, "a number >= 0"),
     "backbone.lr_mult": (lambda v: v >= 0, "a number >= 0"),
     "trainer.max_epochs": (lambda v: v >= -1, "an integer >= 1, or -1 with trainer.max_steps"),
     "trainer.gradient_clip_val": (lambda v: v > 0, "a number > 0, or null for no clipping"),
@@ -55,13 +64,21 @@ def validate(cfg: DictConfig) -> None:
     container = OmegaConf.to_container(cfg, resolve=True)
     check_keys(container)
     check_ranges(container)
-    metrics = {metric for metric, _ in VALIDATORS.values()}
+    norm = container.get("norm") or {}
+    if norm:
+        check_norm(norm.get("mode"), norm.get("eval_stats"))
+    metrics = {metric for metric, _ in VALIDATORS.values()} - set(NOT_SELECTABLE)
     selection = container.get("selection") or {}
+    if selection.get("metric") in NOT_SELECTABLE:
+        raise ConfigError(
+            f"selection.metric={selection['metric']} is logged but not offered for selection: "
+            f"{NOT_SELECTABLE[selection['metric']]}; choose one of {', '.join(sorted(metrics))}"
+        )
     if selection.get("metric") not in metrics:
         raise ConfigError(
             f"selection.metric={selection.get('metric')!r} is not a validator's metric; valid "
             f"choices: {', '.join(sorted(metrics))} (or pick one with selection=<name>: "
-            f"{', '.join(VALIDATORS)})"
+            f"{', '.join(n for n, (m, _) in VALIDATORS.items() if m in metrics)})"
         )
     if selection.get("mode") not in ("min", "max"):
         raise ConfigError(f"selection.mode={selection.get('mode')!r}: choose min or max")

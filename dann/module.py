@@ -6,6 +6,12 @@ learning rate are pure functions of p = global_step / trainer.estimated_stepping
 All constructor arguments are plain dicts/numbers, so `save_hyperparameters` stores plain types
 and checkpoints load with `weights_only=True`.
 
+`norm` (the `norm` config group) says how BatchNorm layers treat the two domains (joint,
+separate or domain-specific statistics; shared, per-domain or AdaBN statistics at evaluation):
+`dann.models.norm` does it, the module only says which rows are which. `loss` adds terms that
+every method shares: label smoothing on the source label loss, and target entropy minimisation
+(`train/target_entropy`, weighted).
+
 Performance options, read from the backbone config (no effect on results beyond rounding):
 `backbone.channels_last=true` keeps 4-D weights and input batches in channels-last memory
 (NHWC; faster convolutions on tensor-core GPUs), `backbone.compile=true` (or a backend name,
@@ -15,6 +21,8 @@ only at the steps the logger writes (see `_writes_step_logs`), the schedule floa
 (Lightning would copy each Python float to the GPU, a device sync); training accuracies are
 updated per step and logged per epoch.
 """
+
+import contextlib
 
 import pytorch_lightning as pl
 import torch
@@ -26,7 +34,28 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from dann.data.datamodule import DOMAINS
 from dann.methods.base import AdaptationMethod
 from dann.models.heads import mlp_head
+from dann.models.norm import (
+    SOURCE,
+    TARGET,
+    convert_batchnorm,
+    domain_norms,
+    recompute_statistics,
+    set_domains,
+)
 from dann.schedules import lr_annealing
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module):
+    """The modules in eval mode inside the block, their own modes restored after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class DALightningModule(pl.LightningModule):
@@ -37,16 +66,28 @@ class DALightningModule(pl.LightningModule):
         schedule: dict,
         optimizer: dict,
         num_classes: int,
+        norm: dict | None = None,
+        loss: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.feature_extractor = instantiate(backbone["features"], _convert_="all")
         width = self.feature_extractor.out_features
         head = backbone["classifier"]
-        self.classifier = mlp_head(width, head["hidden"], num_classes, head.get("dropout", 0.0))
+        self.classifier = mlp_head(
+            width,
+            head["hidden"],
+            num_classes,
+            head.get("dropout", 0.0),
+            head.get("batch_norm", False),
+        )
         self.method: AdaptationMethod = instantiate(
             method, in_features=width, num_classes=num_classes, _convert_="all"
         )
+        self.norm = {"mode": "joint", "eval_stats": "shared", "adabn_samples": None, **(norm or {})}
+        convert_batchnorm(self, self.norm["mode"], self.norm["eval_stats"])
+        self._norms = domain_norms(self)  # empty: plain BatchNorm (or none), nothing to say
+        self.loss_options = {"label_smoothing": 0.0, "target_entropy": 0.0, **(loss or {})}
         self.lambda_schedule = instantiate(schedule)  # a function of p (`_partial_: true`)
         self.total_steps: int | None = None
         self._step_logs: dict[str, torch.Tensor] | None = None  # training_step -> batch end
@@ -76,12 +117,18 @@ class DALightningModule(pl.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
+        """Features of a batch; `domain` (0 source, 1 target) says whose normalisation
+        statistics evaluation uses (see `norm`); training batches say it in training_step."""
+        if domain is not None and self._norms:
+            if not self.method.forwards_target and self.norm["eval_stats"] != "adabn":
+                domain = SOURCE  # a baseline that never trained on target has no target slot
+            set_domains(self._norms, None, domain)
         return self.feature_extractor(self._layout(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch of (normalised) images."""
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, domain: int = TARGET) -> torch.Tensor:
+        """Class logits for a batch of (normalised) images of `domain` (default: target)."""
+        return self.classifier(self.features(x, domain))
 
     def progress(self, step: int | None = None) -> float:
         """Training progress p in [0, 1] at `step` (default: now); global_step based, so right
@@ -106,10 +153,14 @@ class DALightningModule(pl.LightningModule):
         n = len(x_s)
         p = self.progress()
         lambda_ = float(self.lambda_schedule(p))
-        features = self.features(torch.cat([x_s, x_t]))
-        logits = self.classifier(features)
-        label_loss = F.cross_entropy(logits[:n], y_s)
+        features, logits = self._forward_training_batch(x_s, x_t)
+        options = self.loss_options
+        label_loss = F.cross_entropy(logits[:n], y_s, label_smoothing=options["label_smoothing"])
         out = self.method(features, logits, n, lambda_)
+        if options["target_entropy"] and self.method.forwards_target:
+            log_p = F.log_softmax(logits[n:].float(), dim=1)
+            entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+            out.losses["target_entropy"] = options["target_entropy"] * entropy
         loss = label_loss + sum(out.losses.values())
 
         # per-step scalars: detached tensors (no .item(), so nothing waits for the GPU) and CPU
@@ -131,6 +182,28 @@ class DALightningModule(pl.LightningModule):
         if out.domain_logits is not None:
             self.train_domain_acc.update(out.domain_logits.sigmoid(), out.domain_targets)
         return loss
+
+    def _forward_training_batch(self, x_s, x_t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and logits of the source rows, then the target rows. A method that trains on
+        target images (DANN, ...) forwards them with the source, in training mode, rows [:n]
+        marked as source for the BatchNorm layers. A baseline that must not see them
+        (source-only, the oracle: `forwards_target = False`) gets the target rows from an
+        eval-mode forward without gradient, so no target image reaches a training-mode layer
+        (BatchNorm statistics included); its domain classifier still sees them, detached."""
+        if self.method.forwards_target:
+            if self._norms:
+                set_domains(self._norms, split=len(x_s))
+            features = self.features(torch.cat([x_s, x_t]))
+            return features, self.classifier(features)
+        if self._norms:
+            set_domains(self._norms, None, SOURCE)
+        features_s = self.features(x_s)
+        logits_s = self.classifier(features_s)
+        layers = (self.feature_extractor, self.classifier)
+        with torch.no_grad(), eval_mode(*layers):
+            features_t = self.features(x_t)
+            logits_t = self.classifier(features_t)
+        return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         logs, self._step_logs = self._step_logs, None
@@ -159,7 +232,7 @@ class DALightningModule(pl.LightningModule):
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
         x, y = batch
         domain = DOMAINS[dataloader_idx]
-        features = self.features(x)
+        features = self.features(x, dataloader_idx)
         metric = self.eval_acc[domain]
         logits = self.classifier(features)
         metric(logits, y)
@@ -181,6 +254,26 @@ class DALightningModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
+
+    def _adapt_statistics(self) -> None:
+        """AdaBN (norm.eval_stats=adabn): each domain's BatchNorm statistics re-estimated from
+        its unlabelled training inputs, with the weights being evaluated (the layers on the
+        prediction path: feature extractor and label classifier)."""
+        if self.norm["eval_stats"] != "adabn" or not self._norms:
+            return
+        datamodule = self.trainer.datamodule
+        for index, domain in enumerate(DOMAINS):
+            batches = datamodule.unlabelled_batches(domain, self.device, self.norm["adabn_samples"])
+            recompute_statistics(
+                self, self._norms, batches, index, lambda x: self.classifier(self.features(x))
+            )
+        set_domains(self._norms, None, TARGET)
+
+    def on_validation_epoch_start(self):
+        self._adapt_statistics()
+
+    def on_test_epoch_start(self):
+        self._adapt_statistics()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         return self._eval_step("val", batch, dataloader_idx)

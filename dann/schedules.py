@@ -20,6 +20,16 @@ def grl_sigmoid(p: float, gamma: float = 10.0, lambda_max: float = 1.0) -> float
     return lambda_max * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
 
 
+def warm_start(p: float, alpha: float = 10.0, lo: float = 0.0, hi: float = 1.0) -> float:
+    """TLlib's WarmStartGradientReverseLayer coefficient as a function of progress:
+    lambda_p = 2 (hi - lo) / (1 + exp(-alpha p)) - (hi - lo) + lo, rising from lo at p = 0
+    towards hi. TLlib counts alpha * iterations / max_iters; here p replaces the ratio (TLlib's
+    defaults alpha=1, max_iters=1000 over a 1000-step run are alpha=1 here). With lo = 0 it is
+    `grl_sigmoid` with gamma = alpha, lambda_max = hi."""
+    _check_progress(p)
+    return 2.0 * (hi - lo) / (1.0 + math.exp(-alpha * p)) - (hi - lo) + lo
+
+
 def constant(p: float, value: float = 1.0) -> float:
     """lambda_p = value for every p (value=0 turns the reversal off)."""
     _check_progress(p)

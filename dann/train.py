@@ -18,6 +18,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from dann.callbacks import EMA
 from dann.callbacks.selection import SelectionValidators, format_report
 from dann.checkpoints import check_state_dict, load_checkpoint
 from dann.config_check import validate
@@ -27,7 +28,16 @@ from dann.module import DALightningModule
 
 log = logging.getLogger(__name__)
 
-HPARAM_GROUPS = ("dataset", "backbone", "method", "schedule", "optimizer", "trainer")
+HPARAM_GROUPS = (
+    "dataset",
+    "backbone",
+    "method",
+    "norm",
+    "loss",
+    "schedule",
+    "optimizer",
+    "trainer",
+)
 NOT_HPARAMS = ("data_dir", "default_root_dir")  # where things are written, not what was run
 
 
@@ -43,8 +53,12 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         num_classes=cfg.dataset.num_classes,
+        norm=OmegaConf.to_container(cfg.norm, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.optimizer.get("ema_decay"):
+        callbacks.append(EMA(decay=cfg.optimizer.ema_decay))
     deterministic = cfg.trainer.get("deterministic")
     if deterministic is None:  # bit-reproducible on CPU; cuDNN's fastest kernels on a GPU
         deterministic = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()

@@ -1,6 +1,9 @@
 """The target oracle, DAAN and CDAN(+E): end-to-end runs, losses, DAAN's dynamic factor, the
 multilinear maps, entropy weights, and gradient reversal into the features."""
 
+import contextlib
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,7 +118,7 @@ class _Fixed(nn.Module):
 def _epoch(daan: DAAN, steps: int = 3) -> dict:
     for _ in range(steps):
         features = torch.cat([-torch.ones(4, 3), torch.ones(4, 3)])  # source rows, target rows
-        logits = torch.randn(8, 2)
+        logits = torch.zeros(8, 2)  # p_c = 1/2 on every row: the weighted errors are plain
         daan(features, logits, num_source=4, lambda_=1.0)
     return daan.on_train_epoch_end()
 
@@ -225,7 +228,11 @@ def test_cdan_e_weights_normalised_per_domain():
 
 
 @pytest.mark.parametrize("entropy", [False, True])
-def test_cdan_reverses_the_gradient_into_the_features_only(entropy):
+def test_cdan_reverses_the_gradient_into_the_features_and_entropy_weights(entropy):
+    """Everything the discriminator sends back is reversed (x -lambda): into the features, and
+    with CDAN+E also into the classifier through the entropy weights, which the official code
+    does not detach (thuml/CDAN loss.CDAN: entropy.register_hook(grl_hook(coeff))). Plain CDAN
+    sends nothing to the classifier: the multilinear map's predictions are detached."""
     torch.manual_seed(0)
     net = nn.Linear(4, 3)
     cdan = CDAN(3, 2, hidden=[5], entropy_conditioning=entropy)
@@ -236,24 +243,54 @@ def test_cdan_reverses_the_gradient_into_the_features_only(entropy):
         net.zero_grad()
         cdan.zero_grad()
         logits.grad = None
-        if not reverse:
-            cdan.reverse = lambda t, lam: t
-        out = cdan(net(x), logits, num_source=3, lambda_=0.5)
-        if not reverse:
-            del cdan.reverse
+        with (
+            mock.patch("dann.methods.cdan.grad_reverse", lambda t, lam: t)
+            if not reverse
+            else (contextlib.nullcontext())
+        ):
+            if not reverse:
+                cdan.reverse = lambda t, lam: t
+            out = cdan(net(x), logits, num_source=3, lambda_=0.5)
+            if not reverse:
+                del cdan.reverse
         out.losses["domain_loss"].backward()
-        assert logits.grad is None  # predictions are detached: nothing reaches the classifier
-        return [p.grad.clone() for p in net.parameters()], [
-            p.grad.clone() for p in cdan.discriminator.parameters()
-        ]
+        to_classifier = None if logits.grad is None else logits.grad.clone()
+        return (
+            [p.grad.clone() for p in net.parameters()],
+            [p.grad.clone() for p in cdan.discriminator.parameters()],
+            to_classifier,
+        )
 
-    ref_feat, ref_disc = grads(reverse=False)
-    feat, disc = grads(reverse=True)
+    ref_feat, ref_disc, ref_cls = grads(reverse=False)
+    feat, disc, cls = grads(reverse=True)
     for g, r in zip(disc, ref_disc, strict=True):
         torch.testing.assert_close(g, r)
     for g, r in zip(feat, ref_feat, strict=True):
         assert r.abs().sum() > 0
         torch.testing.assert_close(g, -0.5 * r)
+    if entropy:
+        assert ref_cls.abs().sum() > 0
+        torch.testing.assert_close(cls, -0.5 * ref_cls)
+    else:
+        assert cls is None and ref_cls is None
+
+
+def test_daan_local_errors_are_weighted_by_the_class_probability():
+    """Rows a class is not predicted for (p_c ~ 0) must not pull its error towards chance: a
+    local discriminator that is right on every row of its class counts as perfect."""
+    daan = DAAN(3, 2, hidden=[4])
+    targets = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    d_global = torch.tensor([-1.0, -1.0, 1.0, 1.0])  # right everywhere
+    # class 0's discriminator is right on rows 0-1 (its class) and wrong on rows 2-3 (p_0 = 0)
+    d_local = torch.tensor([[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    daan._count_errors(d_global, d_local, targets, probs)
+    daan.on_train_epoch_end()
+    # class 0: weighted error 0 (its rows right); class 1: rows 2-3 right, rows 0-1 have p_1 = 0
+    # -> both local A-distances 2, global 2 -> omega = 2 / (2 + 2)
+    assert float(daan.omega) == pytest.approx(0.5)
+    unweighted = dynamic_factor(torch.tensor(0.0), torch.tensor([0.5, 0.5]))
+    assert unweighted == pytest.approx(1.0)  # what counting every row would have said
 
 
 def test_cdan_domain_logits_need_the_predictions():

@@ -66,11 +66,27 @@ def test_same_seed_gives_identical_logged_metrics(tmp_path, data_dir):
     assert other["test/target_acc"] is not None
 
 
-@pytest.mark.parametrize("method", ["dann", "daan"])
-def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_dir, method):
+# a network with randomness in its forward pass (Dropout2d, dropout in the label head) and
+# per-domain BatchNorm, so a broken RNG or BatchNorm-state restore changes the result
+BN_DROPOUT = [
+    "backbone=lenet_dann_bn",
+    "backbone.classifier.batch_norm=true",
+    "backbone.domain_head.batch_norm=true",
+    "norm=separate",
+    "norm.eval_stats=per_domain",
+    "optimizer=adam",
+]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["method=dann"], ["method=daan"], ["method=dann", *BN_DROPOUT, "optimizer.ema_decay=0.9"]],
+    ids=["dann", "daan", "dann-bn-dropout-ema"],
+)
+def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_dir, extra):
     from conftest import compose_cfg
 
-    overrides = [*SHORT, f"method={method}"]
+    overrides = [*SHORT, *extra]
     straight = run(compose_cfg(overrides, tmp_path / "straight", data_dir))
 
     killed_dir = tmp_path / "killed"

@@ -91,10 +91,29 @@ def test_proxy_a_distance_refuses_too_few_examples_with_a_clear_message():
 
 
 def test_selection_configs_match_the_validators():
-    for name, (metric, mode) in selection.VALIDATORS.items():
+    selectable = {
+        name: v for name, v in selection.VALIDATORS.items() if v[0] not in selection.NOT_SELECTABLE
+    }
+    for name, (metric, mode) in selectable.items():
         cfg = yaml.safe_load((CONFIGS / "selection" / f"{name}.yaml").read_text())
         assert cfg == {"metric": metric, "mode": mode}
-    assert {p.stem for p in (CONFIGS / "selection").glob("*.yaml")} == set(selection.VALIDATORS)
+    assert {p.stem for p in (CONFIGS / "selection").glob("*.yaml")} == set(selectable)
+
+
+def test_snd_is_reported_but_refused_for_selection(make_cfg):
+    """SND scores near-uniform predictions highest (README, Model selection): it stays in the
+    report and the logs, and picking checkpoints with it is refused with the reason."""
+    from dann.config_check import validate
+    from dann.errors import ConfigError
+
+    uniform, confident = torch.zeros(50, 10), torch.randn(50, 10) * 10
+    assert selection.soft_neighborhood_density(uniform) > selection.soft_neighborhood_density(
+        confident
+    )
+    assert "snd" in selection.VALIDATORS
+    cfg = make_cfg("selection.metric=val/snd")
+    with pytest.raises(ConfigError, match="not offered for selection: SND"):
+        validate(cfg)
 
 
 def test_report_picks_each_validators_best_epoch():

@@ -1,12 +1,15 @@
 """Callbacks for what is not part of the training step: figures, analysis, selection, and
-reliability (RNG states in checkpoints, a checkpoint on interrupt, the divergence guard)."""
+reliability (RNG states in checkpoints, a checkpoint on interrupt, the divergence guard), and the
+weight average (EMA)."""
 
 from dann.callbacks.analysis import FeatureTSNE, ProxyADistance, ScalarLayout
+from dann.callbacks.averaging import EMA
 from dann.callbacks.figures import DecisionBoundaryFigure
 from dann.callbacks.reliability import DivergenceGuard, InterruptCheckpoint, RNGStates
 from dann.callbacks.selection import SelectionValidators
 
 __all__ = [
+    "EMA",
     "DecisionBoundaryFigure",
     "DivergenceGuard",
     "FeatureTSNE",

@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from dann.data.registry import DomainData, PairData, PairSpec, Split, get_pair
+from dann.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +158,18 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         pin_memory: bool = False,
+        normalize: str | dict = "pooled_mean",
+        augment_shift: int = 0,
         train_on_target_labels: bool = False,
         **options,
     ):
         """`options`: pair-specific keys of the dataset config, handed to the pair's loader.
+        `normalize`: `pooled_mean` (the paper: subtract the per-channel mean of the pooled
+        source+target training images), `per_domain` (each domain standardised with its own
+        training images' per-channel mean and std), or fixed values
+        `{source: {mean: [...], std: [...]}, target: {...}}` (on the [0, 1] scale).
+        `augment_shift`: training images (both domains) are shifted by up to this many pixels
+        (0: no augmentation).
         `train_on_target_labels` is for the target oracle only (an upper bound)."""
         super().__init__()
         self.save_hyperparameters()
@@ -168,7 +177,15 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self.spec = PairSpec(name, root, Path(data_dir), split_seed, image_size, channels, options)
         self.data: PairData | None = None
         self._prepared: PairData | None = None  # loaded by prepare_data in this process
-        self.mean: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None  # normalize=pooled_mean
+        self.scale: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # per domain
+        if isinstance(normalize, str) and normalize not in NORMALIZE:
+            raise ConfigError(
+                f"dataset.normalize={normalize!r}: choose {' or '.join(NORMALIZE)}, or give "
+                "{source: {mean: [...], std: [...]}, target: {mean: [...], std: [...]}}"
+            )
+        if isinstance(normalize, dict):
+            self.scale = _fixed_scale(normalize)
 
     def prepare_data(self) -> None:
         """Build the caches once per node (Lightning runs this on one process only). That
@@ -191,8 +208,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             log.warning("TARGET ORACLE: the labelled training stream is the target training set")
         trains = [pair.source.train, pair.target.train]
         if all(isinstance(s, Split) and s.is_image for s in trains):
-            pooled = torch.cat([s.inputs for s in trains])
-            self.mean = pooled.float().mean(dim=(0, 2, 3)).div(255).view(1, -1, 1, 1)
+            if hp.normalize == "pooled_mean":
+                pooled = torch.cat([s.inputs for s in trains])
+                self.mean = pooled.float().mean(dim=(0, 2, 3)).div(255).view(1, -1, 1, 1)
+            elif hp.normalize == "per_domain":
+                self.scale = {
+                    d: _channel_stats(s.inputs) for d, s in zip(DOMAINS, trains, strict=True)
+                }
         self.data = pair
         for d in (pair.source, pair.target):
             log.info(
@@ -278,22 +300,110 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         """Saved in checkpoints, so a checkpoint carries the preprocessing it was trained with."""
-        return {"mean": self.mean.flatten().tolist() if self.mean is not None else None}
+        scale = None
+        if self.scale is not None:
+            scale = {
+                d: {"mean": m.flatten().tolist(), "std": s.flatten().tolist()}
+                for d, (m, s) in self.scale.items()
+            }
+        return {
+            "mean": self.mean.flatten().tolist() if self.mean is not None else None,
+            "scale": scale,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mean") is not None:
             self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
+        if state.get("scale") is not None:
+            self.scale = _fixed_scale(state["scale"])
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [0, 255] -> float [0, 1] minus the pooled per-channel training mean."""
+    def normalize(self, images: torch.Tensor, domain: str = "target") -> torch.Tensor:
+        """uint8 [0, 255] -> float [0, 1], then minus the pooled per-channel training mean, or
+        standardised with `domain`'s mean and std (see `normalize` in __init__)."""
         x = images.float().div_(255)
+        if self.scale is not None:
+            mean, std = self.scale[domain]
+            if mean.device != x.device:  # moved once, not copied to the GPU every batch
+                self.scale[domain] = mean, std = mean.to(x.device), std.to(x.device)
+            return x.sub_(mean).div_(std)
         if self.mean is None:
             return x
-        if self.mean.device != x.device:  # moved once, not copied to the GPU every batch
+        if self.mean.device != x.device:
             self.mean = self.mean.to(x.device)
         return x.sub_(self.mean)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def _prepare(self, data, domain: str, train: bool = False):
+        """Normalise the uint8 images in `data` (a tensor or a tuple) as `domain`'s; training
+        batches are also augmented."""
+
+        def image(t: torch.Tensor) -> torch.Tensor:
+            x = self.normalize(t, domain)
+            if train and self.hparams.augment_shift:
+                x = random_shift(x, self.hparams.augment_shift)
+            return x
+
         return apply_to_collection(
-            batch, torch.Tensor, lambda t: self.normalize(t) if t.dtype == torch.uint8 else t
+            data, torch.Tensor, lambda t: image(t) if t.dtype == torch.uint8 else t
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict):  # a training batch: {"source": (x, y), "target": x}
+            # the target oracle's labelled stream holds target images
+            labelled = "target" if self.hparams.train_on_target_labels else "source"
+            domains = {"source": labelled, "target": "target"}
+            return {k: self._prepare(v, domains[k], train=True) for k, v in batch.items()}
+        return self._prepare(batch, DOMAINS[dataloader_idx])
+
+    def unlabelled_batches(self, domain: str, device: torch.device, max_samples: int | None):
+        """`domain`'s training inputs, normalised, in order, in evaluation-sized batches (the
+        data AdaBN re-estimates the statistics from; no labels are read)."""
+        split = getattr(self.data, domain).train
+        size, seen = self.hparams.eval_batch_size, 0
+        if isinstance(split, Split):
+            batches = (split.inputs[i : i + size] for i in range(0, len(split.inputs), size))
+        else:
+            batches = self._loader(split, size, train=False, labels=False)
+        for x in batches:
+            if max_samples is not None and seen >= max_samples:
+                return
+            seen += len(x)
+            yield self._prepare(x.to(device), domain)
+
+
+NORMALIZE = ("pooled_mean", "per_domain")
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images, on the [0, 1] scale, shaped (1, C, 1, 1)."""
+    x = images.float().div(255).transpose(0, 1).flatten(1)
+    return x.mean(1).view(1, -1, 1, 1), x.std(1).view(1, -1, 1, 1)
+
+
+def _fixed_scale(values: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{source: {mean, std}, target: {mean, std}} -> per-domain (1, C, 1, 1) tensors."""
+    if set(values) != set(DOMAINS):
+        raise ConfigError(f"dataset.normalize needs values for {DOMAINS}, got {sorted(values)}")
+    out = {}
+    for d, v in values.items():
+        if not isinstance(v, dict) or set(v) != {"mean", "std"}:
+            raise ConfigError(f"dataset.normalize.{d} needs mean and std (one value per channel)")
+        mean = torch.tensor(v["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(v["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        if (std <= 0).any():
+            raise ConfigError(f"dataset.normalize.{d}.std must be > 0, got {v['std']}")
+        out[d] = mean, std
+    return out
+
+
+def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Each image translated by its own random (dy, dx) in [-max_shift, max_shift], the border
+    repeated (one gather for the whole batch, on the images' device; the global RNG, which
+    checkpoints restore, draws the shifts)."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), device=images.device)
+    rows = torch.arange(h, device=images.device) + shifts[0]  # (n, h)
+    cols = torch.arange(w, device=images.device) + shifts[1]  # (n, w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()

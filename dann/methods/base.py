@@ -33,6 +33,9 @@ def domain_targets(num_source: int, num_total: int, device: torch.device) -> tor
 class AdaptationMethod(nn.Module):
     reverses_gradient = False  # True when lambda_ scales a gradient that reaches the features
     trains_on_target_labels = False  # only the target oracle (an upper bound)
+    # False for baselines that must not train on target images (source-only, the oracle): the
+    # module then forwards the target rows in eval mode, without gradient (see module.py)
+    forwards_target = True
 
     def forward(
         self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float

@@ -2,15 +2,18 @@
 Adaptation"): the domain discriminator, behind the GRL, sees the features conditioned on the
 classifier's predictions through the multilinear map f (x) g.
 
-- g = softmax(logits), detached (as tllib and the official code do): only the features learn
-  from the discriminator, through the GRL.
+- g = softmax(logits), detached in the multilinear map (as tllib and the official code do): the
+  features learn from the discriminator through the GRL.
 - Multilinear map: the flattened outer product g f^T (num_classes * in_features values, g-major
   as in the official code). When that is larger than `max_multilinear_dim`, the randomized map
   T = (R_f f) * (R_g g) / sqrt(d) with fixed Gaussian R_f, R_g of output size d =
   `randomized_dim`, drawn once from `random_seed` and kept as buffers (saved in checkpoints).
 - `entropy_conditioning` (CDAN+E): example i's BCE is weighted by w_i = 1 + exp(-H(g_i)), so
-  confident (easy-to-transfer) examples count more; as in the official code the weights are
-  normalised within each domain, so source and target each contribute half of the loss.
+  confident (easy-to-transfer) examples count more. As in the official code (thuml/CDAN,
+  `loss.CDAN`): H is computed from the *undetached* predictions behind a GRL of its own (the
+  reversed gradient of the weighted loss reaches the classifier through the weights), and the
+  weights are normalised within each domain by their detached sums, so source and target each
+  contribute half of the loss.
 """
 
 import math
@@ -19,15 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dann.grl import GradientReversal
+from dann.grl import GradientReversal, grad_reverse
 from dann.methods.base import AdaptationMethod, AdaptationOutput, domain_targets
 from dann.models.heads import mlp_head
 
 
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Per-row Shannon entropy (nats) of probabilities (N, C)."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
+
+
 def entropy_weights(probs: torch.Tensor) -> torch.Tensor:
     """CDAN+E's per-example weights 1 + exp(-H(p)): in (1, 2], larger for confident rows."""
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
-    return 1.0 + torch.exp(-entropy)
+    return 1.0 + torch.exp(-entropy(probs))
 
 
 class MultilinearMap(nn.Module):
@@ -64,6 +71,7 @@ class CDAN(AdaptationMethod):
         num_classes: int,
         hidden: list[int] = (100,),
         dropout: float = 0.0,
+        batch_norm: bool = False,
         entropy_conditioning: bool = False,
         max_multilinear_dim: int = 4096,
         randomized_dim: int = 1024,
@@ -78,7 +86,7 @@ class CDAN(AdaptationMethod):
             )
         else:
             self.map = MultilinearMap(in_features, num_classes)
-        self.discriminator = mlp_head(self.map.out_features, hidden, 1, dropout)
+        self.discriminator = mlp_head(self.map.out_features, hidden, 1, dropout, batch_norm)
 
     def reverse(self, features: torch.Tensor, lambda_: float) -> torch.Tensor:
         self.grl.lambda_ = lambda_
@@ -91,9 +99,11 @@ class CDAN(AdaptationMethod):
         if not self.entropy_conditioning:
             loss = F.binary_cross_entropy_with_logits(d, t)
             return AdaptationOutput({"domain_loss": loss}, d, t)
-        w = entropy_weights(g)
+        # the weights carry a reversed gradient to the classifier, like the features do
+        w = 1.0 + torch.exp(-grad_reverse(entropy(logits.softmax(dim=1)), lambda_))
         w_source, w_target = w[:num_source], w[num_source:]
-        w = torch.cat([w_source / w_source.sum(), w_target / w_target.sum()]) / 2
+        w = torch.cat([w_source / w_source.sum().detach(), w_target / w_target.sum().detach()])
+        w = w / 2  # the official code divides by the (detached) sum of the weights: 2
         loss = (w * F.binary_cross_entropy_with_logits(d, t, reduction="none")).sum()
         return AdaptationOutput({"domain_loss": loss}, d, t)
 

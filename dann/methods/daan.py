@@ -11,7 +11,10 @@ code/DeepDA/loss_funcs/daan.py), without the official code's extra constant fact
 omega, the dynamic adversarial factor, starts at 0.5 (official code) and is re-estimated at the
 end of every training epoch from the proxy A-distances of the discriminators, as the paper
 defines it: d_g = 2(1 - 2 eps_g), d_l = mean_c 2(1 - 2 eps_c), omega = d_g / (d_g + d_l), with
-eps the discriminators' classification errors over the epoch. (The official code instead uses
+eps the discriminators' classification errors over the epoch. Local discriminator c sees
+p_c * features, and a row with p_c ~ 0 gives it nothing to judge (its input is ~0, its answer
+a coin flip): its errors are weighted by p_c, eps_c = sum_i p_ic [wrong_ic] / sum_i p_ic, so
+such rows do not pull eps_c towards 0.5. (The official code instead uses
 the BCE losses as a stand-in for eps, and sets omega to 1 minus this ratio.) A-distances are
 clipped to [0, 2]; when both are 0 (no discriminator tells the domains apart) omega is 0.5, so
 omega always lies in [0, 1].
@@ -56,17 +59,19 @@ class DAAN(DANN):
         num_classes: int,
         hidden: list[int] = (100,),
         dropout: float = 0.0,
+        batch_norm: bool = False,
         initial_omega: float = 0.5,
     ):
-        super().__init__(in_features, num_classes, hidden, dropout)
+        super().__init__(in_features, num_classes, hidden, dropout, batch_norm)
         if not 0.0 <= initial_omega <= 1.0:
             raise ValueError(f"initial_omega must lie in [0, 1], got {initial_omega}")
         self.local_discriminators = nn.ModuleList(
-            mlp_head(in_features, hidden, 1, dropout) for _ in range(num_classes)
+            mlp_head(in_features, hidden, 1, dropout, batch_norm) for _ in range(num_classes)
         )
         # saved in checkpoints, so a resumed run goes on with the same omega
         self.register_buffer("omega", torch.tensor(float(initial_omega)))
-        # epoch statistics: [global errors, local errors per class..., examples seen]. A plain
+        # epoch statistics: [global errors, p-weighted local errors per class..., examples seen,
+        # summed p per class...]. A plain
         # attribute, not a buffer, so DDP's buffer broadcast never overwrites a rank's counts
         self._epoch_errors: torch.Tensor | None = None
 
@@ -98,7 +103,7 @@ class DAAN(DANN):
             .mean(dim=0)
             .sum()
         )
-        self._count_errors(d_global, d_local, t)
+        self._count_errors(d_global, d_local, t, probs)
         omega = self.omega
         losses = {
             "global_domain_loss": (1 - omega) * global_loss,
@@ -107,10 +112,17 @@ class DAAN(DANN):
         return AdaptationOutput(losses, d_global, t)
 
     @torch.no_grad()
-    def _count_errors(self, d_global, d_local, targets) -> None:
+    def _count_errors(self, d_global, d_local, targets, probs) -> None:
         wrong_global = ((d_global > 0).float() != targets).float().sum().view(1)
-        wrong_local = ((d_local > 0).float() != targets.unsqueeze(1)).float().sum(dim=0)
-        counts = torch.cat([wrong_global, wrong_local, targets.new_full((1,), len(targets))])
+        wrong_local = ((d_local > 0).float() != targets.unsqueeze(1)).float()  # (N, C)
+        counts = torch.cat(
+            [
+                wrong_global,
+                (probs * wrong_local).sum(dim=0),
+                targets.new_full((1,), len(targets)),
+                probs.sum(dim=0),
+            ]
+        )
         if self._epoch_errors is None:
             self._epoch_errors = torch.zeros_like(counts)
         self._epoch_errors += counts
@@ -118,13 +130,15 @@ class DAAN(DANN):
     def on_train_epoch_end(self) -> dict[str, float]:
         """Re-estimate omega from this epoch's discriminator errors (all processes), then reset."""
         counts = self._epoch_errors
+        classes = len(self.local_discriminators)
         if counts is None:  # this process saw no batch; still take part in the reduction
-            counts = torch.zeros(len(self.local_discriminators) + 2, device=self.omega.device)
+            counts = torch.zeros(2 * classes + 2, device=self.omega.device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         self._epoch_errors = None
-        seen = counts[-1]
+        seen, weight = counts[classes + 1], counts[classes + 2 :]
         if seen > 0:
-            errors = counts[:-1] / seen
-            self.omega.fill_(dynamic_factor(errors[0], errors[1:]))
+            # a class no row was predicted as says nothing: chance (A-distance 0)
+            local = torch.where(weight > 0, counts[1 : classes + 1] / weight.clamp_min(1e-12), 0.5)
+            self.omega.fill_(dynamic_factor(counts[0] / seen, local))
         return {"omega": float(self.omega)}

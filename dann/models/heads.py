@@ -4,25 +4,42 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from dann.errors import ConfigError
+
 
 def mlp_blocks(
-    in_features: int, hidden: Sequence[int], dropout: float = 0.0
+    in_features: int,
+    hidden: Sequence[int],
+    dropout: float | Sequence[float] = 0.0,
+    batch_norm: bool = False,
 ) -> tuple[list[nn.Module], int]:
-    """Linear-ReLU(-Dropout) blocks of the given widths; returns the layers and the last width."""
+    """Linear(-BatchNorm1d)-ReLU(-Dropout) blocks of the given widths; returns the layers and
+    the last width. `dropout` is one rate for every block or a list, one rate per block
+    (fungtion/DANN's label head: [0.5, 0.0])."""
+    rates = [dropout] * len(hidden) if isinstance(dropout, int | float) else list(dropout)
+    if len(rates) != len(hidden):
+        raise ConfigError(f"dropout={list(rates)} needs one rate per hidden layer {list(hidden)}")
     layers: list[nn.Module] = []
     width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+    for h, rate in zip(hidden, rates, strict=True):
+        layers.append(nn.Linear(width, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(nn.ReLU(inplace=True))
+        if rate > 0:
+            layers.append(nn.Dropout(rate))
         width = h
     return layers, width
 
 
 def mlp_head(
-    in_features: int, hidden: Sequence[int], out_features: int, dropout: float = 0.0
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    dropout: float | Sequence[float] = 0.0,
+    batch_norm: bool = False,
 ) -> nn.Sequential:
     """`mlp_blocks`, then a final Linear to `out_features`. The paper's MNIST label head is
     mlp_head(768, [100, 100], 10); its domain head mlp_head(768, [100], 1)."""
-    layers, width = mlp_blocks(in_features, hidden, dropout)
+    layers, width = mlp_blocks(in_features, hidden, dropout, batch_norm)
     return nn.Sequential(*layers, nn.Linear(width, out_features))

@@ -1,0 +1,157 @@
+"""BatchNorm across domains (dann.models.norm): which rows each mode normalises together, which
+running statistics it updates and evaluates with, AdaBN's recomputation, and that source-only
+never puts a target image through a training-mode BatchNorm."""
+
+import pytest
+import torch
+from torch import nn
+
+from dann.errors import ConfigError
+from dann.models.norm import (
+    SOURCE,
+    TARGET,
+    DomainBatchNorm,
+    convert_batchnorm,
+    domain_norms,
+    recompute_statistics,
+    set_domains,
+)
+from dann.train import build
+
+
+def _tiny(mode: str, eval_stats: str) -> tuple[nn.Sequential, DomainBatchNorm]:
+    net = convert_batchnorm(nn.Sequential(nn.BatchNorm1d(3)), mode, eval_stats)
+    return net, net[0]
+
+
+def _batch():
+    torch.manual_seed(0)
+    return torch.randn(8, 3) * 2 + 5, torch.randn(8, 3) * 0.5 - 3  # source rows, target rows
+
+
+@pytest.mark.parametrize("mode", ["separate", "domain_specific"])
+def test_per_domain_batch_statistics_are_per_domain(mode):
+    x_s, x_t = _batch()
+    net, bn = _tiny(mode, "per_domain")
+    set_domains([bn], split=8)
+    out = net(torch.cat([x_s, x_t]))
+    for rows in (out[:8], out[8:]):  # each domain's rows normalised by its own statistics
+        torch.testing.assert_close(rows.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+        torch.testing.assert_close(rows.var(0, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    # one step of momentum 0.1 from (0, 1): each slot moved towards its own domain only
+    torch.testing.assert_close(bn.running_mean[SOURCE], 0.1 * x_s.mean(0))
+    torch.testing.assert_close(bn.running_mean[TARGET], 0.1 * x_t.mean(0))
+    torch.testing.assert_close(bn.running_var[TARGET], 0.9 + 0.1 * x_t.var(0))
+    assert bn.weight.shape[0] == (2 if mode == "domain_specific" else 1)
+
+
+def test_joint_mode_mixes_the_domains_and_is_plain_batchnorm():
+    x_s, x_t = _batch()
+    net, bn = _tiny("joint", "shared")
+    assert isinstance(bn, nn.BatchNorm1d)  # nothing to convert: plain BatchNorm is joint
+    out = net(torch.cat([x_s, x_t]))
+    assert out[:8].mean() > 0.5 and out[8:].mean() < -0.5  # the domains stay apart
+    torch.testing.assert_close(bn.running_mean, 0.1 * torch.cat([x_s, x_t]).mean(0))
+
+
+def test_separate_with_shared_statistics_updates_source_then_target():
+    """What two forward passes (source, then target) through one BatchNorm give."""
+    x_s, x_t = _batch()
+    net, bn = _tiny("separate", "shared")
+    set_domains([bn], split=8)
+    net(torch.cat([x_s, x_t]))
+    expected = 0.9 * (0.1 * x_s.mean(0)) + 0.1 * x_t.mean(0)
+    torch.testing.assert_close(bn.running_mean[0], expected)
+    reference = nn.BatchNorm1d(3)
+    reference(x_s), reference(x_t)
+    torch.testing.assert_close(bn.running_mean[0], reference.running_mean)
+    torch.testing.assert_close(bn.running_var[0], reference.running_var)
+
+
+def test_evaluation_uses_the_named_domains_statistics():
+    x_s, x_t = _batch()
+    net, bn = _tiny("separate", "per_domain")
+    bn.momentum = 1.0  # running statistics = the last batch's
+    set_domains([bn], split=8)
+    net(torch.cat([x_s, x_t]))
+    net.eval()
+    set_domains([bn], domain=TARGET)
+    assert net(x_t).mean().abs() < 1e-4  # target data, target statistics: centred
+    set_domains([bn], domain=SOURCE)
+    assert net(x_t).mean() < -3  # target data, source statistics: far off
+
+
+def test_adabn_recomputes_each_domains_statistics_from_its_data_in_eval_mode():
+    torch.manual_seed(0)
+    net = convert_batchnorm(
+        nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.9)), "joint", "adabn"
+    )
+    norms = domain_norms(net)
+    batches = [torch.randn(16, 3) + 7 for _ in range(3)]
+    net.train()
+    recompute_statistics(net, norms, batches, TARGET)
+    with torch.no_grad():
+        h = net[0](torch.cat(batches))
+    # the plain average over all batches (momentum None), not an exponential one
+    torch.testing.assert_close(norms[0].running_mean[TARGET], h.mean(0))
+    torch.testing.assert_close(norms[0].running_mean[SOURCE], torch.zeros(3))  # untouched
+    assert norms[0].momentum == 0.1 and net.training and net[2].training  # modes restored
+
+
+def test_bad_combinations_name_the_fix():
+    with pytest.raises(ConfigError, match="per_domain needs per-domain batches"):
+        DomainBatchNorm(3, mode="joint", eval_stats="per_domain")
+    with pytest.raises(ConfigError, match="choose one of joint, separate, domain_specific"):
+        DomainBatchNorm(3, mode="split")
+
+
+def test_pretrained_statistics_are_copied_into_every_domain():
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.fill_(2.0)
+    bn.weight.data.fill_(3.0)
+    new = DomainBatchNorm.from_batchnorm(bn, mode="domain_specific", eval_stats="per_domain")
+    assert (new.running_mean == 2.0).all() and (new.weight == 3.0).all()
+    assert new.running_mean.shape == new.weight.shape == (2, 4)
+
+
+BN_NET = [
+    "backbone=lenet_dann_bn",
+    "backbone.classifier.batch_norm=true",
+    "backbone.domain_head.batch_norm=true",
+    "norm=separate",
+    "norm.eval_stats=per_domain",
+]
+
+
+def test_every_batchnorm_of_the_model_is_converted(make_cfg):
+    _, module, _ = build(make_cfg(*BN_NET))
+    plain = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert not plain
+    # backbone (2), label head (2), domain head (1)
+    assert len(domain_norms(module)) == 5
+
+
+def test_source_only_never_normalises_with_target_images(make_cfg):
+    """The source-only baseline's BatchNorm statistics come from source images alone (the
+    target rows pass in eval mode, for the detached domain classifier only)."""
+    _, module, _ = build(make_cfg(*BN_NET, "method=source_only"))
+    module.train()
+    x_s, x_t = torch.rand(6, 3, 28, 28), torch.rand(6, 3, 28, 28) + 10.0
+    before = {k: v.clone() for k, v in module.state_dict().items() if "running" in k}
+    features, logits = module._forward_training_batch(x_s, x_t)
+    assert features.shape[0] == logits.shape[0] == 12
+    logits[6:].sum().backward()  # no gradient from the target rows reaches any weight
+    assert all(p.grad is None or not p.grad.any() for p in module.parameters())
+    assert module.training and module.feature_extractor.training  # modes restored
+    after = module.state_dict()
+    for k, v in before.items():
+        if k.endswith("running_mean"):
+            moved = after[k] - v
+            assert moved[TARGET].abs().max() == 0, k  # the target slot never moved
+            assert moved[SOURCE].abs().max() < 0.5, k  # the source slot saw [0, 1) images only
+    # the adapting method does put both domains through training-mode BatchNorm
+    _, dann, _ = build(make_cfg(*BN_NET, "method=dann"))
+    dann.train()
+    dann._forward_training_batch(x_s, x_t)
+    stats = dann.feature_extractor.net[1].running_mean
+    assert stats[TARGET].abs().max() > stats[SOURCE].abs().max() > 0
