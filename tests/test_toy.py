@@ -26,13 +26,16 @@ def _target_acc(make_cfg, *overrides):
     return run(make_cfg("experiment=moons", "callbacks=none", *overrides))["test/target_acc"]
 
 
-@pytest.mark.slow  # two 300-epoch runs: ~1.5 min alone on 2 cores; `pytest -m slow`
-def test_dann_beats_source_only_on_rotated_moons(make_cfg):
-    """The paper's qualitative result (JMLR 2016, Fig. 2). Measured at seed 1: source-only
-    0.686, DANN 0.869 target accuracy; the asserted margin is under half of that gap."""
-    source_only = _target_acc(make_cfg, "method=source_only", "seed=1")
-    dann = _target_acc(make_cfg, "method=dann", "seed=1")
-    assert dann > source_only + 0.08, (dann, source_only)
+@pytest.mark.slow  # two 300-epoch runs per seed, ~25 s on 2 cores; `pytest -m slow`
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dann_beats_source_only_on_rotated_moons(make_cfg, seed):
+    """The paper's qualitative result (JMLR 2016, Fig. 2), at every seed, with the preset's
+    recipe (configs/experiment/moons.yaml). Measured target accuracy, source-only -> DANN:
+    seed 1 0.701 -> 0.908, seed 2 0.718 -> 0.809, seed 3 0.695 -> 0.777 (seeds 4, 5: gains of
+    0.125 and 0.088). The asserted margin is under half of the smallest gap (0.082)."""
+    source_only = _target_acc(make_cfg, "method=source_only", f"seed={seed}")
+    dann = _target_acc(make_cfg, "method=dann", f"seed={seed}")
+    assert dann > source_only + 0.04, (seed, dann, source_only)
 
 
 def test_decision_boundary_figure_reaches_tensorboard(make_cfg, tmp_path):
