@@ -25,6 +25,7 @@ from dann.config_check import validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import CheckpointError, ConfigError
 from dann.module import DALightningModule
+from dann.precision import resolve as resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,13 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         **OmegaConf.to_container(cfg.dataset, resolve=True),
         train_on_target_labels=method_cls.trains_on_target_labels,
     )
+    precision, channels_last = resolve_precision(
+        cfg.trainer.precision, cfg.trainer.accelerator, cfg.backbone.get("channels_last")
+    )
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone["channels_last"] = channels_last
     module = DALightningModule(
-        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
+        backbone=backbone,
         method=OmegaConf.to_container(cfg.method, resolve=True),
         schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -64,6 +70,7 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         deterministic = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
     trainer = instantiate(
         cfg.trainer,
+        precision=precision,
         logger=instantiate(cfg.logger),
         callbacks=callbacks,
         deterministic=deterministic,

@@ -155,8 +155,13 @@ def main():
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    # the default trainer (deterministic: false), on the device asked for
-    overrides = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"]
+    # the default trainer (deterministic: false), on the device asked for, in fp32 like the
+    # hand loop (precision=auto would pick bf16 on some machines; pass overrides to compare)
+    overrides = [
+        f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+        "trainer.precision=32-true",
+        "backbone.channels_last=false",
+    ]
     overrides += args.overrides
 
     import logging

@@ -19,9 +19,14 @@ def data_dir(tmp_path_factory) -> Path:
     return path
 
 
+# tests run in fp32 on every machine (trainer.precision=auto would pick bf16 on CPUs with native
+# bf16 and change the numbers the learning tests were measured with); a test may override it
+PINNED = ["trainer.precision=32-true"]
+
+
 def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = compose("train", overrides=[*PINNED, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.data_dir = str(data_dir)

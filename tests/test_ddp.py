@@ -79,12 +79,6 @@ def test_ddp_trainer_config_composes(make_cfg):
     assert t.precision == "32-true" and t.max_epochs == make_cfg().trainer.max_epochs
 
 
-def test_gpu_trainer_defaults_to_bf16_and_cpu_to_fp32(make_cfg):
-    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
-    assert make_cfg("trainer=cpu").trainer.precision == "32-true"
-    assert make_cfg().trainer.precision == "32-true"
-
-
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     from hydra import compose, initialize_config_dir
