@@ -111,7 +111,7 @@ def _extract(trainer, module, max_samples: int) -> dict[str, dict[str, np.ndarra
             batch = apply_to_collection(batch, torch.Tensor, lambda t: t.to(module.device))
             x, y = datamodule.on_after_batch_transfer(batch, idx)
             parts["inputs"].append(_small(x).flatten(1).float().cpu())
-            parts["features"].append(module.feature_extractor(x).flatten(1).float().cpu())
+            parts["features"].append(module.features(x, idx).flatten(1).float().cpu())
             parts["labels"].append(y.cpu())
             seen += len(y)
             if seen >= max_samples:

@@ -74,3 +74,35 @@ def test_evaluate_missing_checkpoint_says_so(tmp_path, data_dir):
     proc = evaluate_py(f"ckpt={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}", data_dir=data_dir)
     assert proc.returncode != 0
     assert "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
+    """With per-domain BatchNorm statistics, source images must be evaluated as source."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", ROOT / "scripts" / "evaluate.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.domains = []
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def forward(self, x, domain=1):
+            self.domains.append(domain)
+            return torch.zeros(len(x), 10)
+
+    datamodule, _, _ = build(make_cfg("trainer.fast_dev_run=true"))
+    datamodule.setup("test")
+    model = Recorder()
+    script.evaluate(model, datamodule, "test", 10)
+    assert set(model.domains) == {0, 1}  # source batches as domain 0, target as domain 1
