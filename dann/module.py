@@ -22,8 +22,6 @@ only at the steps the logger writes (see `_writes_step_logs`), the schedule floa
 updated per step and logged per epoch.
 """
 
-import contextlib
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -39,23 +37,11 @@ from dann.models.norm import (
     TARGET,
     convert_batchnorm,
     domain_norms,
+    eval_mode,
     recompute_statistics,
     set_domains,
 )
 from dann.schedules import lr_annealing
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: torch.nn.Module):
-    """The modules in eval mode inside the block, their own modes restored after."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 class DALightningModule(pl.LightningModule):

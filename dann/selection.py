@@ -15,7 +15,7 @@ Pure functions of features, logits and *source* labels (NumPy/torch in, float ou
   the end-of-run report, but NOT offered for checkpoint selection: near-uniform predictions
   (an untrained or collapsed model) make every target point every other's neighbour, which is
   SND's maximum; in every MNIST -> MNIST-M run we measured it picked the first epoch (README,
-  "Model selection").
+  "What label-free selection costs").
 
 The domain and reverse classifiers are scikit-learn logistic regressions on standardised
 features; every function is deterministic for a given `seed`.
@@ -41,7 +41,7 @@ VALIDATORS = {
 }
 NOT_SELECTABLE = {
     "val/snd": "SND scores near-uniform predictions highest and picks the first epochs "
-    "(README, Model selection)",
+    "(README, What label-free selection costs)",
 }
 
 # DEV's cross-fitted, cross-validated domain classifier needs a few examples of each domain

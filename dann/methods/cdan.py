@@ -32,9 +32,11 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 
 
-def entropy_weights(probs: torch.Tensor) -> torch.Tensor:
-    """CDAN+E's per-example weights 1 + exp(-H(p)): in (1, 2], larger for confident rows."""
-    return 1.0 + torch.exp(-entropy(probs))
+def entropy_weights(probs: torch.Tensor, lambda_: float | None = None) -> torch.Tensor:
+    """CDAN+E's per-example weights 1 + exp(-H(p)): in (1, 2], larger for confident rows. With
+    `lambda_`, H passes a gradient reversal layer first (the official code's grl_hook)."""
+    h = entropy(probs)
+    return 1.0 + torch.exp(-(h if lambda_ is None else grad_reverse(h, lambda_)))
 
 
 class MultilinearMap(nn.Module):
@@ -93,14 +95,15 @@ class CDAN(AdaptationMethod):
         return self.grl(features)
 
     def forward(self, features, logits, num_source, lambda_) -> AdaptationOutput:
-        g = logits.detach().softmax(dim=1)
+        probs = logits.softmax(dim=1)
+        g = probs.detach()
         d = self.discriminator(self.reverse(self.map(features, g), lambda_)).squeeze(1)
         t = domain_targets(num_source, len(features), features.device)
         if not self.entropy_conditioning:
             loss = F.binary_cross_entropy_with_logits(d, t)
             return AdaptationOutput({"domain_loss": loss}, d, t)
         # the weights carry a reversed gradient to the classifier, like the features do
-        w = 1.0 + torch.exp(-grad_reverse(entropy(logits.softmax(dim=1)), lambda_))
+        w = entropy_weights(probs, lambda_)
         w_source, w_target = w[:num_source], w[num_source:]
         w = torch.cat([w_source / w_source.sum().detach(), w_target / w_target.sum().detach()])
         w = w / 2  # the official code divides by the (detached) sum of the weights: 2

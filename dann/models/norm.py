@@ -25,6 +25,8 @@ Every `nn.BatchNorm1d/2d` of a model (backbone, heads, discriminators) is swappe
 `set_domains`. With mode=joint and eval_stats=shared nothing is swapped (plain BatchNorm).
 """
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,6 +155,19 @@ def set_domains(norms: list[DomainBatchNorm], split: int | None = None, domain: 
         m.split, m.domain = split, domain
 
 
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module):
+    """The modules in eval mode inside the block; every submodule's own mode restored after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @torch.no_grad()
 def recompute_statistics(
     model: nn.Module, norms: list[DomainBatchNorm], batches, domain: int, run=None
@@ -161,21 +176,18 @@ def recompute_statistics(
     `batches` (inputs of that domain) run through `run` (default: `model`), every other layer
     of `model` in eval mode (no dropout). The model's train/eval modes are restored after."""
     run = run or model
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    for m in norms:
-        s = domain if len(m.running_mean) > 1 else 0
-        m.running_mean[s].zero_()
-        m.running_var[s].fill_(1.0)
-        m.momentum_saved, m.momentum, m.batches_seen = m.momentum, None, 0
-        m.train()
-    set_domains(norms, None, domain)
-    try:
-        for x in batches:
-            run(x)
-    finally:
+    momenta = {m: m.momentum for m in norms}
+    with eval_mode(model):
         for m in norms:
-            m.momentum = m.momentum_saved
-            del m.momentum_saved
-        for m, training in modes.items():
-            m.train(training)
+            s = domain if len(m.running_mean) > 1 else 0
+            m.running_mean[s].zero_()
+            m.running_var[s].fill_(1.0)
+            m.momentum, m.batches_seen = None, 0
+            m.train()
+        set_domains(norms, None, domain)
+        try:
+            for x in batches:
+                run(x)
+        finally:
+            for m, momentum in momenta.items():
+                m.momentum = momentum
