@@ -16,16 +16,18 @@ Performance options, read from the backbone config (no effect on results beyond 
 `backbone.channels_last=true` keeps 4-D weights and input batches in channels-last memory
 (NHWC; faster convolutions on tensor-core GPUs), `backbone.compile=true` (or a backend name,
 e.g. `aot_eager`) compiles the feature extractor and the label classifier with `torch.compile`,
-in place, so parameter names and checkpoints are unchanged. Per-step scalars reach `self.log`
-only at the steps the logger writes (see `_writes_step_logs`), the schedule floats as CPU tensors
-(Lightning would copy each Python float to the GPU, a device sync); training accuracies are
-updated per step and logged per epoch.
+in place, so parameter names and checkpoints are unchanged. Per-step scalars are written only at
+the steps the logger writes, bypassing self.log there (see `on_train_batch_end`); training
+accuracies are updated per step (without input checks) and logged per epoch.
 """
+
+import functools
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
@@ -35,6 +37,7 @@ from dann.models.heads import mlp_head
 from dann.models.norm import (
     SOURCE,
     TARGET,
+    DomainBatchNorm,
     convert_batchnorm,
     domain_norms,
     eval_mode,
@@ -42,6 +45,8 @@ from dann.models.norm import (
     set_domains,
 )
 from dann.schedules import lr_annealing
+
+BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, DomainBatchNorm)
 
 
 class DALightningModule(pl.LightningModule):
@@ -74,14 +79,27 @@ class DALightningModule(pl.LightningModule):
         convert_batchnorm(self, self.norm["mode"], self.norm["eval_stats"])
         self._norms = domain_norms(self)  # empty: plain BatchNorm (or none), nothing to say
         self.loss_options = {"label_smoothing": 0.0, "target_entropy": 0.0, **(loss or {})}
-        self.lambda_schedule = instantiate(schedule)  # a function of p (`_partial_: true`)
+        # the target rows' logits in training: for the method, the entropy term, or the
+        # classifier's BatchNorm statistics (which would otherwise see the source alone)
+        self._classifies_target_rows = bool(
+            self.method.uses_target_logits
+            or self.loss_options["target_entropy"]
+            or any(isinstance(m, BATCH_NORMS) for m in self.classifier.modules())
+        )
+        # a function of p (`_partial_: true`), called every step: unwrapped to a plain
+        # functools.partial (Hydra's partial re-checks its target policy on every call, ~0.4 ms)
+        partial = instantiate(schedule)
+        self.lambda_schedule = functools.partial(partial.func, *partial.args, **partial.keywords)
         self.total_steps: int | None = None
-        self._step_logs: dict[str, torch.Tensor] | None = None  # training_step -> batch end
+        self._step_logs: dict[str, torch.Tensor | float] | None = None  # training_step -> batch end
 
-        def acc():
-            return MulticlassAccuracy(num_classes, average="micro")
+        def acc(validate_args: bool = True):
+            return MulticlassAccuracy(num_classes, average="micro", validate_args=validate_args)
 
-        self.train_source_acc, self.train_domain_acc = acc(), BinaryAccuracy()
+        # training metrics skip the input checks: they run every step, and on a GPU the label
+        # range check (torch.unique) waits for the device; the inputs are the module's own
+        self.train_source_acc = acc(validate_args=False)
+        self.train_domain_acc = BinaryAccuracy(validate_args=False)
         for metric in (self.train_source_acc, self.train_domain_acc):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch logs the same
         self.eval_acc = torch.nn.ModuleDict({d: acc() for d in DOMAINS})
@@ -149,18 +167,15 @@ class DALightningModule(pl.LightningModule):
             out.losses["target_entropy"] = options["target_entropy"] * entropy
         loss = label_loss + sum(out.losses.values())
 
-        # per-step scalars: detached tensors (no .item(), so nothing waits for the GPU) and CPU
-        # tensors for the Python floats (Lightning would copy each one to the GPU, a sync)
-        schedule = {
-            "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
-            "train/lr": self.optimizers().param_groups[0]["lr"],
-            "train/progress": p,
-        }
+        # per-step scalars, kept until on_train_batch_end decides whether this step is logged:
+        # detached tensors (no .item(), so nothing waits for the GPU) and plain floats
         self._step_logs = {
             "train/loss": loss.detach(),
             "train/label_loss": label_loss.detach(),
             **{f"train/{k}": v.detach() for k, v in out.losses.items()},
-            **{k: torch.tensor(float(v), dtype=torch.float32) for k, v in schedule.items()},
+            "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
+            "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            "train/progress": p,
         }
         # update() only, logged in on_train_epoch_end: no per-batch accuracy is computed and
         # no self.log of a Metric object per step (Lightning moves its state every call)
@@ -180,6 +195,8 @@ class DALightningModule(pl.LightningModule):
             if self._norms:
                 set_domains(self._norms, split=len(x_s))
             features = self.features(torch.cat([x_s, x_t]))
+            if not self._classifies_target_rows:
+                return features, self.classifier(features[: len(x_s)])
             return features, self.classifier(features)
         if self._norms:
             set_domains(self._norms, None, SOURCE)
@@ -192,20 +209,28 @@ class DALightningModule(pl.LightningModule):
         return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
+        """Per-step scalars reach the loggers every trainer.log_every_n_steps, at the steps
+        Lightning writes its own step metrics, written directly by Lightning's writer (same step
+        and `epoch`, one device sync for all of them): self.log costs about half a millisecond
+        of Python per value (Lightning moves its result state each call), several times a small
+        network's GPU step. At the last batch of an epoch (and under fast_dev_run) they go
+        through self.log instead, so callback_metrics end every epoch with its last step's
+        values, written by Lightning if that step is a logging step."""
         logs, self._step_logs = self._step_logs, None
-        if logs and self._writes_step_logs():
-            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
-
-    def _writes_step_logs(self) -> bool:
-        """Whether this batch's per-step scalars go to Lightning: when its logger connector will
-        write step metrics after this batch (every trainer.log_every_n_steps, the same test
-        Lightning makes after this hook), at the last batch of an epoch (so callback_metrics
-        end every epoch with its last step's values) and under fast_dev_run. Each self.log call
-        costs about a millisecond of Python in Lightning, which is most of a GPU step."""
+        if not logs:
+            return
         trainer = self.trainer
         connector = getattr(trainer, "_logger_connector", None)
-        writes = getattr(connector, "should_update_logs", True)
-        return bool(writes or trainer.is_last_batch or trainer.fast_dev_run)
+        writes = bool(getattr(connector, "should_update_logs", True))
+        if trainer.is_last_batch or trainer.fast_dev_run or not hasattr(connector, "log_metrics"):
+            # floats as CPU tensors: Lightning would copy each Python float to the GPU (a sync)
+            logs = {
+                k: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float32)
+                for k, v in logs.items()
+            }
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
+        elif writes and trainer.loggers:
+            connector.log_metrics(_to_floats(logs))
 
     def on_train_epoch_end(self):
         self._log_epoch_metric("train/source_acc", self.train_source_acc)
@@ -302,3 +327,13 @@ class DALightningModule(pl.LightningModule):
         checkpoint["val_metrics"] = {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
+
+
+def _to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Scalars (0-d tensors, on any device, and floats) as Python floats, with one device sync."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    floats = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if tensors:
+        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors.values()])
+        floats.update(zip(tensors, stacked.tolist(), strict=True))
+    return {k: floats[k] for k in values}

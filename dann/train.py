@@ -18,12 +18,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from dann.callbacks import EMA
+from dann.callbacks import EMA, ProgressBar
 from dann.callbacks.selection import SelectionValidators, format_report
 from dann.checkpoints import check_state_dict, load_checkpoint
 from dann.config_check import validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import CheckpointError, ConfigError
+from dann.host import keep_freed_memory
 from dann.module import DALightningModule
 from dann.precision import resolve as resolve_precision
 
@@ -43,6 +44,8 @@ NOT_HPARAMS = ("data_dir", "default_root_dir")  # where things are written, not 
 
 
 def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModule, pl.Trainer]:
+    if cfg.get("keep_host_memory", True):
+        keep_freed_memory()  # process-wide, before the first training allocations (dann/host.py)
     method_cls = get_class(cfg.method._target_)
     datamodule = DomainAdaptationDataModule(
         **OmegaConf.to_container(cfg.dataset, resolve=True),
@@ -65,17 +68,26 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.optimizer.get("ema_decay"):
         callbacks.append(EMA(decay=cfg.optimizer.ema_decay))
-    deterministic = cfg.trainer.get("deterministic")
-    if deterministic is None:  # bit-reproducible on CPU; cuDNN's fastest kernels on a GPU
-        deterministic = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+    bars = [c for c in callbacks if isinstance(c, pl.callbacks.ProgressBar)]
+    if cfg.trainer.get("enable_progress_bar", True) and not bars:
+        callbacks.append(ProgressBar())
     trainer = instantiate(
         cfg.trainer,
         precision=precision,
         logger=instantiate(cfg.logger),
         callbacks=callbacks,
-        deterministic=deterministic,
+        deterministic=resolve_deterministic(cfg),
     )
     return datamodule, module, trainer
+
+
+def resolve_deterministic(cfg: DictConfig) -> bool:
+    """trainer.deterministic, with null meaning: bit-reproducible on CPU, cuDNN's fastest
+    kernels on a GPU."""
+    deterministic = cfg.trainer.get("deterministic")
+    if deterministic is None:
+        return cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+    return bool(deterministic)
 
 
 def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:

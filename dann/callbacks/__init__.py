@@ -1,10 +1,11 @@
 """Callbacks for what is not part of the training step: figures, analysis, selection, and
-reliability (RNG states in checkpoints, a checkpoint on interrupt, the divergence guard), and the
-weight average (EMA)."""
+reliability (RNG states in checkpoints, a checkpoint on interrupt, the divergence guard), the
+weight average (EMA) and a time-paced progress bar."""
 
 from dann.callbacks.analysis import FeatureTSNE, ProxyADistance, ScalarLayout
 from dann.callbacks.averaging import EMA
 from dann.callbacks.figures import DecisionBoundaryFigure
+from dann.callbacks.progress import ProgressBar
 from dann.callbacks.reliability import DivergenceGuard, InterruptCheckpoint, RNGStates
 from dann.callbacks.selection import SelectionValidators
 
@@ -14,6 +15,7 @@ __all__ = [
     "DivergenceGuard",
     "FeatureTSNE",
     "InterruptCheckpoint",
+    "ProgressBar",
     "ProxyADistance",
     "RNGStates",
     "ScalarLayout",

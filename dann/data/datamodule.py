@@ -346,6 +346,15 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             data, torch.Tensor, lambda t: image(t) if t.dtype == torch.uint8 else t
         )
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # training batches are gathered on the training device already (InMemoryBatches):
+        # skip Lightning's generic walk over the batch, which moves nothing
+        if isinstance(batch, dict) and all(
+            t.device == device for t in (*batch["source"], batch["target"])
+        ):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, dict):  # a training batch: {"source": (x, y), "target": x}
             # the target oracle's labelled stream holds target images

@@ -5,7 +5,9 @@ source+target batch, computes the source label loss, and hands the rest to the m
 
     out = method(features, logits, num_source, lambda_)
 
-`features`/`logits` hold the source rows first, then the target rows. The method owns its own
+`features` hold the source rows first, then the target rows; so do `logits`, unless the method
+says it does not read the target rows' logits (`uses_target_logits = False`, DANN) and nothing
+else needs them: then `logits` hold the source rows only. The method owns its own
 heads (domain discriminators), returns named losses that are added to the total loss, and
 optionally domain logits/targets for the domain-accuracy metric.
 """
@@ -36,6 +38,10 @@ class AdaptationMethod(nn.Module):
     # False for baselines that must not train on target images (source-only, the oracle): the
     # module then forwards the target rows in eval mode, without gradient (see module.py)
     forwards_target = True
+    # False when forward() never reads logits[num_source:]: the module then skips classifying
+    # the target rows in training, unless the classifier has BatchNorm (its statistics see
+    # both domains) or the target entropy term needs them
+    uses_target_logits = True
 
     def forward(
         self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float

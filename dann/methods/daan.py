@@ -51,6 +51,8 @@ class DAAN(DANN):
     """`discriminator` (from DANN) is the global discriminator; `local_discriminators` holds one
     per class."""
 
+    uses_target_logits = True  # the class probabilities weight the local discriminators' inputs
+
     reverses_gradient = True
 
     def __init__(

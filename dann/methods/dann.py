@@ -22,6 +22,7 @@ DOMAIN_LOSSES = ("bce", "softmax")
 
 class DANN(AdaptationMethod):
     reverses_gradient = True
+    uses_target_logits = False  # the domain classifier sees features only
 
     def __init__(
         self,
