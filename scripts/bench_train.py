@@ -4,6 +4,8 @@
     python scripts/bench_train.py --threshold 0.6 --max-epochs 30 --repeats 3
     python scripts/bench_train.py --device cuda --configs fp32,bf16,bf16_cl,fp16,bf16_cl_compile
     python scripts/bench_train.py --epoch-timing --device cuda     # 60k + 60k images per epoch
+    python scripts/bench_train.py --epoch-timing --device cuda \
+        --configs best_bf16_cl,big_batch,big_batch_compile          # the GPU path, 1024 + 1024
     python scripts/bench_train.py --configs paper,best,best_bf16_cl --threshold 0.874 \
         --max-epochs 30 --budget-s 300                              # recipes: time to fungtion's
 
@@ -35,6 +37,8 @@ import pytorch_lightning as pl
 
 CONFIGS = {  # name -> config overrides
     "fp32": ["trainer.precision=32-true"],
+    # glibc's malloc defaults: freed memory returned to the OS, faulted back every step
+    "fp32_malloc_default": ["trainer.precision=32-true", "keep_host_memory=false"],
     # recipes (README, Accuracy): the paper's (the default config) and the best preset
     "paper": ["trainer.precision=32-true"],
     "best": ["experiment=best_mnist_to_mnistm", "trainer.precision=32-true"],
@@ -43,6 +47,9 @@ CONFIGS = {  # name -> config overrides
         "trainer.precision=bf16-mixed",
         "backbone.channels_last=true",
     ],
+    # the GPU path: 1024 + 1024 images a step (precision auto)
+    "big_batch": ["experiment=big_batch_mnist_to_mnistm"],
+    "big_batch_compile": ["experiment=big_batch_mnist_to_mnistm", "backbone.compile=true"],
     "bf16": ["trainer.precision=bf16-mixed"],
     "bf16_cl": ["trainer.precision=bf16-mixed", "backbone.channels_last=true"],
     "fp16": ["trainer.precision=16-mixed"],  # CUDA only
@@ -293,7 +300,9 @@ def parent(args) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="fp32,bf16,bf16_cl", help=",".join(CONFIGS))
+    parser.add_argument(
+        "--configs", default="fp32,fp32_malloc_default,bf16,bf16_cl", help=",".join(CONFIGS)
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threshold", type=float, default=0.4)
     parser.add_argument("--max-epochs", type=int, default=10, help="sets the schedules' p")

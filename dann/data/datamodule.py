@@ -27,7 +27,9 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
+from dann.data.download import fetch
 from dann.data.registry import DomainData, PairData, PairSpec, Split, get_pair
+from dann.data.sources import sources_for
 from dann.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         normalize: str | dict = "pooled_mean",
         augment_shift: int = 0,
         train_on_target_labels: bool = False,
+        download: bool = False,
+        mirrors: list[str] | tuple[str, ...] = (),
         **options,
     ):
         """`options`: pair-specific keys of the dataset config, handed to the pair's loader.
@@ -170,7 +174,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         `{source: {mean: [...], std: [...]}, target: {...}}` (on the [0, 1] scale).
         `augment_shift`: training images (both domains) are shifted by up to this many pixels
         (0: no augmentation).
-        `train_on_target_labels` is for the target oracle only (an upper bound)."""
+        `train_on_target_labels` is for the target oracle only (an upper bound).
+        `download`: fetch and verify the pair's files into `root` first (dann.data.sources),
+        trying `mirrors` (base URLs) before the built-in ones."""
         super().__init__()
         self.save_hyperparameters()
         self.loader = get_pair(name)  # unknown names fail here, before any data is read
@@ -186,11 +192,18 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             )
         if isinstance(normalize, dict):
             self.scale = _fixed_scale(normalize)
+        if download and root is None:
+            raise ConfigError(
+                "dataset.download=true needs dataset.root=DIR: the folder the files go to"
+            )
 
     def prepare_data(self) -> None:
         """Build the caches once per node (Lightning runs this on one process only). That
         process keeps what it loaded for `setup`; the others read the caches there."""
         if self.data is None and self._prepared is None:
+            if self.hparams.download:
+                for source in sources_for(self.hparams.name):
+                    fetch(source, self.hparams.root, mirrors=self.hparams.mirrors)
             self._prepared = self.loader(self.spec)
 
     def setup(self, stage: str | None = None) -> None:

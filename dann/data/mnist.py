@@ -32,7 +32,8 @@ def load_mnist_full(root: str, split_seed: int) -> DomainData:
     missing = [f for f in MNIST_FILES if not (raw / f).exists()]
     if missing:
         raise DataError(
-            f"MNIST not found under {raw}: missing {', '.join(missing)}. Expected the torchvision "
+            f"MNIST not found under {raw}: missing {', '.join(missing)}. Add "
+            f"dataset.download=true to fetch and verify it, or put the torchvision "
             f"layout <root>/MNIST/raw/*-ubyte, uncompressed (gunzip any .gz files; or run "
             f"torchvision.datasets.MNIST(root, download=True) "
             f"on a machine with internet and copy the folder), or drop dataset.root to use the "

@@ -60,7 +60,8 @@ def load_svhn(root: str | None, split_seed: int) -> DomainData:
     if missing:
         where = f"under {base}" if base is not None else "(dataset.root is not set)"
         raise DataError(
-            f"SVHN not found {where}: missing {', '.join(missing)}. Pass dataset.root=/path with "
+            f"SVHN not found {where}: missing {', '.join(missing)}. Add dataset.root=/path "
+            f"dataset.download=true to fetch and verify it, or pass dataset.root=/path with "
             f"/path/train_32x32.mat and /path/test_32x32.mat, the cropped-digit 'Format 2' files "
             f"from {SVHN_URL} (torchvision's layout; torchvision.datasets.SVHN(root, split, "
             f"download=True) writes them). There is no embedded SVHN."

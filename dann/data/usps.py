@@ -44,7 +44,8 @@ def load_usps(root: str | None, split_seed: int) -> DomainData:
     if missing:
         where = f"under {base}" if base is not None else "(dataset.root is not set)"
         raise DataError(
-            f"USPS not found {where}: missing {', '.join(missing)}. Pass dataset.root=/path with "
+            f"USPS not found {where}: missing {', '.join(missing)}. Add dataset.root=/path "
+            f"dataset.download=true to fetch and verify it, or pass dataset.root=/path with "
             f"/path/usps.bz2 (train) and /path/usps.t.bz2 (test), bz2-compressed as downloaded "
             f"from {USPS_URL} (torchvision's layout; torchvision.datasets.USPS(root, "
             f"download=True) writes them). Without downloads, dataset=mnist_to_digits is an "

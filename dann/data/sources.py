@@ -1,0 +1,83 @@
+"""Where each dataset can be downloaded from, and its checksums: one table, read by
+`dataset.download=true` (the datamodule's `prepare_data`, once per node) and
+`scripts/download.py`.
+
+The URLs, mirrors and md5 sums are torchvision's own (`torchvision.datasets.MNIST.mirrors` /
+`.resources`, `SVHN.split_list`, `USPS.split_list`), read from the installed torchvision so they
+follow its fixes. Files land in the layouts the loaders read (`dataset.root=...`):
+`<root>/MNIST/raw/*-ubyte` (uncompressed), `<root>/{train,test}_32x32.mat`,
+`<root>/usps.bz2` and `<root>/usps.t.bz2` (read compressed).
+
+Not fetchable yet (no download path with a checksum confirmed from here): MNIST-M (generated
+from the full MNIST by the paper's recipe instead, with this package's photographs, not
+BSDS500), Syn Numbers, SynSigns, GTSRB and Office-31; their loaders say where to put them.
+"""
+
+import functools
+
+from dann.data.download import RemoteFile, Source
+from dann.errors import ConfigError
+
+
+def _split_list(split_list: dict, splits: tuple[str, ...]) -> tuple[list[RemoteFile], str]:
+    """torchvision's {split: [url, filename, md5]} -> files and their common base URL."""
+    files = [RemoteFile(split_list[s][1], f"md5:{split_list[s][2]}") for s in splits]
+    base = split_list[splits[0]][0].rsplit("/", 1)[0]
+    return files, base
+
+
+@functools.cache
+def all_sources() -> dict[str, Source]:
+    """name -> Source, built from the installed torchvision's tables on first use."""
+    from torchvision.datasets import MNIST, SVHN, USPS
+
+    svhn_files, svhn_url = _split_list(SVHN.split_list, ("train", "test"))
+    usps_files, usps_url = _split_list(USPS.split_list, ("train", "test"))
+    return {
+        "mnist": Source(
+            "mnist",
+            tuple(RemoteFile(n, f"md5:{md5}", extract="gunzip") for n, md5 in MNIST.resources),
+            tuple(MNIST.mirrors),
+            "MNIST/raw",
+            manual="put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
+            "and t10k-labels-idx1-ubyte (gunzipped) in <root>/MNIST/raw/",
+        ),
+        "svhn": Source(
+            "svhn",
+            tuple(svhn_files),
+            (svhn_url,),
+            ".",
+            manual="put train_32x32.mat and test_32x32.mat (from "
+            "http://ufldl.stanford.edu/housenumbers/) in <root>/",
+        ),
+        "usps": Source(
+            "usps",
+            tuple(usps_files),
+            (usps_url,),
+            ".",
+            manual="put usps.bz2 and usps.t.bz2 (libsvm's multiclass datasets page), still "
+            "bz2-compressed, in <root>/",
+        ),
+    }
+
+
+# the sources each pair reads from dataset.root (MNIST-M is generated from MNIST when absent)
+PAIR_SOURCES: dict[str, tuple[str, ...]] = {
+    "mnist_to_mnistm": ("mnist",),
+    "svhn_to_mnist": ("svhn", "mnist"),
+    "mnist_to_usps": ("usps", "mnist"),
+    "usps_to_mnist": ("usps", "mnist"),
+    "mnist_to_digits": ("mnist",),
+    "digits_to_mnist": ("mnist",),
+    "syndigits_to_svhn": ("svhn",),
+}
+
+
+def sources_for(pair: str) -> list[Source]:
+    if pair not in PAIR_SOURCES:
+        fetchable = ", ".join(sorted(PAIR_SOURCES))
+        raise ConfigError(
+            f"dataset.download=true: nothing to download for {pair!r} (its files are put in "
+            f"place by hand, see the README's Data section); pairs with downloads: {fetchable}"
+        )
+    return [all_sources()[name] for name in PAIR_SOURCES[pair]]

@@ -1,0 +1,79 @@
+"""The leaner training step keeps its meaning: which rows the label classifier sees, the
+schedule as a plain function, batches already on the device left alone, the progress bar paced
+by time. No timings are asserted (scripts/bench_overhead.py measures them)."""
+
+import functools
+
+import pytest
+import torch
+
+from dann.callbacks import ProgressBar
+from dann.data.datamodule import DomainAdaptationDataModule
+from dann.schedules import grl_sigmoid
+from dann.train import build
+
+
+def _classifier_rows(make_cfg, *overrides) -> list[int]:
+    """Rows the label classifier gets in one training step."""
+    datamodule, module, trainer = build(
+        make_cfg(*overrides, "trainer.fast_dev_run=true", "callbacks=none")
+    )
+    rows: list[int] = []
+    hook = module.classifier.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    trainer.fit(module, datamodule=datamodule)
+    hook.remove()
+    return rows[:1]  # fast_dev_run validates afterwards; the first call is the training step
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rows"),
+    [
+        ((), 2),  # DANN reads features only: the source rows' logits suffice
+        (("loss.target_entropy=0.1",), 4),  # the entropy term needs the target logits
+        (("method=cdan",), 4),  # CDAN conditions on the target predictions
+        (("method=daan",), 4),  # DAAN weights the local discriminators by them
+        (("backbone=lenet_dann_bn", "backbone.classifier.batch_norm=true"), 4),  # BN statistics
+    ],
+)
+def test_target_rows_are_classified_only_when_something_needs_them(make_cfg, overrides, rows):
+    batch = 2
+    seen = _classifier_rows(make_cfg, *overrides, f"dataset.batch_size={batch}")
+    assert seen == [rows]
+
+
+def test_dann_label_loss_is_the_same_with_or_without_the_target_rows(make_cfg):
+    _, module, _ = build(make_cfg())
+    module.eval()  # no dropout; lenet_dann has no BatchNorm
+    x = torch.randn(6, 3, 28, 28)
+    features = module.features(x)
+    assert not module._classifies_target_rows
+    torch.testing.assert_close(module.classifier(features[:3]), module.classifier(features)[:3])
+
+
+def test_lambda_schedule_is_a_plain_partial_of_the_configured_function(make_cfg):
+    _, module, _ = build(make_cfg("schedule.gamma=5.0"))
+    schedule = module.lambda_schedule
+    assert type(schedule) is functools.partial and schedule.func is grl_sigmoid
+    for p in (0.0, 0.3, 1.0):
+        assert schedule(p) == pytest.approx(grl_sigmoid(p, gamma=5.0))
+
+
+def test_training_batches_on_the_device_are_returned_as_they_are():
+    dm = DomainAdaptationDataModule.__new__(DomainAdaptationDataModule)
+    x, y, t = torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 4, 4)
+    batch = {"source": (x, y), "target": t}
+    assert dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved is not batch and moved["target"].device.type == "meta"
+    assert moved["source"][0].device.type == "meta"
+
+
+def test_progress_bar_redraws_at_most_once_per_interval_and_at_the_end(monkeypatch):
+    clock = iter([0.0, 0.05, 0.1, 0.25, 0.3, 0.31])
+    monkeypatch.setattr("dann.callbacks.progress.time.monotonic", lambda: next(clock))
+    bar = ProgressBar(interval=0.2)
+    drawn = [bar._should_update(n, 6) for n in range(1, 7)]
+    # t=0 first draw; 0.05, 0.1 too soon; 0.25 draws; 0.3 too soon; the last batch always
+    assert drawn == [True, False, False, True, False, True]
+    bar.disable()
+    assert not bar._should_update(6, 6)
