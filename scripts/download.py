@@ -26,7 +26,9 @@ def listing() -> str:
     for name, source in all_sources().items():
         pairs = ", ".join(p for p, names in PAIR_SOURCES.items() if name in names)
         files = ", ".join(f.name for f in source.files)
-        sums = ", ".join(f.checksum.split(":")[0] for f in source.files)
+        sums = ", ".join(
+            f.checksum.split(":")[0] if f.checksum else "NOT CONFIRMED" for f in source.files
+        )
         lines.append(f"| {name} | {files} | {sums} | {', '.join(source.mirrors)} | {pairs} |")
     return "\n".join(lines) + f"\n\nExtra mirrors: --mirror URL or {MIRRORS_ENV}=URL,URL"
 

@@ -187,8 +187,11 @@ def idx_gz(kind: str, array) -> bytes:
     return gzip.compress(header + array.tobytes())
 
 
-def test_train_py_downloads_mnist_with_download_true(server, tmp_path, make_cfg, monkeypatch):
+def test_train_py_downloads_mnist_with_download_true(
+    server, tmp_path, make_cfg, monkeypatch, caplog
+):
     import numpy as np
+    from PIL import Image
 
     import dann.data.sources
     from dann.train import run
@@ -200,29 +203,42 @@ def test_train_py_downloads_mnist_with_download_true(server, tmp_path, make_cfg,
         "t10k-images-idx3-ubyte.gz": idx_gz("images", rng.integers(0, 255, (50, 28, 28), "u1")),
         "t10k-labels-idx1-ubyte.gz": idx_gz("labels", np.arange(50, dtype="u1") % 10),
     }
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), "u1")).save(jpeg, format="JPEG")
+    bsr = tar_bytes({f"BSR/BSDS500/data/images/train/{i}.jpg": jpeg.getvalue() for i in range(2)})
+    payloads["BSR_bsds500.tgz"] = bsr
     server.files = {f"/mirror/{k}": v for k, v in payloads.items()}
-    real = dann.data.sources.all_sources()["mnist"]
+    real = dann.data.sources.all_sources()
     # the real table's names and layout; this fixture's checksums (the real files are not here)
-    fixture = Source(
-        "mnist",
-        tuple(RemoteFile(f.name, md5(payloads[f.name]), extract=f.extract) for f in real.files),
-        ("http://127.0.0.1:9/unreachable",),
-        real.dest,
-        real.manual,
-    )
-    monkeypatch.setattr(dann.data.sources, "all_sources", lambda: {"mnist": fixture})
-    root = tmp_path / "data"
-    summary = run(
-        make_cfg(
-            f"dataset.root={root}",
-            "dataset.download=true",
-            f"dataset.mirrors=[{server.url}/mirror]",
-            "trainer.fast_dev_run=true",
+    fixture = {
+        name: Source(
+            name,
+            tuple(
+                RemoteFile(f.name, f.checksum and md5(payloads[f.name]), extract=f.extract)
+                for f in real[name].files
+            ),
+            ("http://127.0.0.1:9/unreachable",),
+            real[name].dest,
+            real[name].manual,
         )
-    )
+        for name in ("mnist", "bsds500")
+    }
+    monkeypatch.setattr(dann.data.sources, "all_sources", lambda: fixture)
+    root = tmp_path / "data"
+    with caplog.at_level("WARNING"):
+        summary = run(
+            make_cfg(
+                f"dataset.root={root}",
+                "dataset.download=true",
+                f"dataset.mirrors=[{server.url}/mirror]",
+                "trainer.fast_dev_run=true",
+            )
+        )
     raw = root / "MNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(n[:-3] for n in payloads)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(n[:-3] for n in payloads if ".gz" in n)
     assert 0.0 <= summary["test/target_acc"] <= 1.0
+    assert "UNVERIFIED: BSR_bsds500.tgz" in caplog.text  # its checksum is not confirmed
+    assert "patches of the 2 BSDS500 training photographs" in caplog.text
     assert all(path.startswith("/mirror/") for path, _ in server.requests)  # user mirror first
 
 
@@ -247,3 +263,47 @@ def test_download_script_lists_every_source_with_its_pairs():
     for name, pair in (("mnist", "mnist_to_mnistm"), ("svhn", "svhn_to_mnist"), ("usps", "")):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
         assert "md5" in row and pair in row
+    row = next(line for line in out.splitlines() if line.startswith("| bsds500 |"))
+    assert "NOT CONFIRMED" in row and "mnist_to_mnistm" in row
+
+
+def test_mnistm_from_bsds500_is_the_papers_recipe_and_deterministic(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dann.data.cache import sha256_file
+    from dann.data.mnistm import BSDS500_TRAIN, bsds500_photos, generate_mnistm
+    from dann.data.registry import DomainData, Split
+
+    folder = tmp_path / "root" / BSDS500_TRAIN
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):  # small stand-ins for the 200 training photographs
+        Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    photos = bsds500_photos(tmp_path / "root")
+    assert photos is not None and len(photos) == 3
+    digits = torch.from_numpy(rng.integers(0, 255, (12, 1, 28, 28), dtype=np.uint8))
+    labels = torch.arange(12) % 10
+    part = Split(digits[:6], labels[:6])
+    val, test = Split(digits[6:9], labels[6:9]), Split(digits[9:], labels[9:])
+    mnist = DomainData("mnist", part, val, test)
+
+    first = generate_mnistm(mnist, tmp_path / "a", seed=0, photos=photos)
+    again = generate_mnistm(mnist, tmp_path / "b", seed=0, photos=photos)
+    torch.testing.assert_close(first.train.inputs, again.train.inputs, rtol=0, atol=0)
+    # the cache records its checksum; a cache from other photographs is another file
+    (cache,) = (tmp_path / "a").glob("mnistm_generated_*.pt")
+    assert (cache.parent / (cache.name + ".sha256")).read_text().strip() == sha256_file(cache)
+    generate_mnistm(mnist, tmp_path / "a", seed=0)  # the package's photographs
+    assert len(list((tmp_path / "a").glob("mnistm_generated_*.pt"))) == 2
+    # every image is |patch - digit| for a 28 x 28 patch of one of the photographs
+    for image, digit in zip(first.train.inputs, part.inputs, strict=True):
+        d = digit.numpy()[0, :, :, None].astype(int)
+        target = image.permute(1, 2, 0).numpy().astype(int)
+        assert any(
+            np.array_equal(np.abs(p[y : y + 28, x : x + 28].astype(int) - d), target)
+            for p in photos
+            for y in range(p.shape[0] - 27)
+            for x in range(p.shape[1] - 27)
+        )

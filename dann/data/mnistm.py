@@ -3,9 +3,11 @@
 MNIST-M blends each MNIST digit over a random colour patch: out = |patch - digit| per channel.
 - Official release: `dataset.root=/path` holding `/path/mnist_m/mnist_m_{train,test}/*.png` and
   `/path/mnist_m/mnist_m_{train,test}_labels.txt` (lines "00000000.png 5").
-- Otherwise generated offline from the MNIST digits in use, with patches cut from the colour
-  photographs shipped in scikit-image and scikit-learn (the paper used BSDS500 photos);
-  deterministic for `split_seed`, cached with a checksum in `paths.data_dir`.
+- Otherwise generated from the MNIST digits in use, with patches cut from the BSDS500 training
+  photographs when `/path/BSR/BSDS500/data/images/train/*.jpg` exist (the paper's recipe;
+  `dataset.download=true` fetches them), else from the colour photographs shipped in
+  scikit-image and scikit-learn; deterministic for `split_seed` and the photographs, cached with
+  a checksum in `paths.data_dir`.
 """
 
 import hashlib
@@ -46,6 +48,20 @@ def background_photos() -> list[np.ndarray]:
     return [np.ascontiguousarray(p[..., :3]) for p in photos]
 
 
+BSDS500_TRAIN = Path("BSR") / "BSDS500" / "data" / "images" / "train"
+
+
+def bsds500_photos(root: str | Path) -> list[np.ndarray] | None:
+    """The BSDS500 training photographs under `root` (sorted by name), or None if absent."""
+    from PIL import Image
+
+    folder = Path(root) / BSDS500_TRAIN
+    files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if not files:
+        return None
+    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
 def blend_with_photos(digits: torch.Tensor, photos: list[np.ndarray], seed: int) -> torch.Tensor:
     """|patch - digit| for each digit (uint8 N x 1 x H x W) with a random patch of a random photo;
     returns uint8 N x 3 x H x W. Vectorised per photo; deterministic for `seed`."""
@@ -64,12 +80,15 @@ def blend_with_photos(digits: torch.Tensor, photos: list[np.ndarray], seed: int)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def generate_mnistm(mnist: DomainData, data_dir: Path, seed: int) -> DomainData:
+def generate_mnistm(
+    mnist: DomainData, data_dir: Path, seed: int, photos: list[np.ndarray] | None = None
+) -> DomainData:
+    """MNIST-M from `mnist`'s digits and patches of `photos` (default: the package's six)."""
     splits = {"train": mnist.train, "val": mnist.val, "test": mnist.test}
     digest = hashlib.sha256()
     for s in splits.values():
         digest.update(s.inputs.numpy().tobytes())
-    photos = background_photos()
+    photos = photos if photos is not None else background_photos()
     photo_digest = hashlib.sha256(b"".join(p.tobytes() for p in photos)).hexdigest()
     meta = {
         "digits_sha256": digest.hexdigest(),
@@ -84,7 +103,8 @@ def generate_mnistm(mnist: DomainData, data_dir: Path, seed: int) -> DomainData:
             for i, (k, s) in enumerate(splits.items())
         }
 
-    path = Path(data_dir) / f"mnistm_generated_{meta['digits_sha256'][:12]}_seed{seed}.pt"
+    key = f"{meta['digits_sha256'][:12]}_{photo_digest[:8]}_seed{seed}"
+    path = Path(data_dir) / f"mnistm_generated_{key}.pt"
     images = cached_tensors(path, meta, build)
     return DomainData(
         name=f"{mnist.name}-m-generated",
@@ -162,12 +182,25 @@ def load_mnist_to_mnistm(spec: PairSpec) -> PairData:
     mnist = load_mnist_full(root, split_seed)
     mnistm = load_mnistm_official(root, data_dir, split_seed)
     if mnistm is None:
-        mnistm = generate_mnistm(mnist, data_dir, split_seed)
-        log.warning(
-            "GENERATED TARGET: no %s/mnist_m/ found, so MNIST-M is generated from the real MNIST "
-            "with patches of photos shipped in scikit-image/scikit-learn (not BSDS500). Put the "
-            "official MNIST-M release in %s/mnist_m/ to use it.",
-            root,
-            root,
-        )
+        photos = bsds500_photos(root)
+        mnistm = generate_mnistm(mnist, data_dir, split_seed, photos)
+        if photos is not None:
+            log.warning(
+                "GENERATED TARGET: no %s/mnist_m/ found, so MNIST-M is generated from the real "
+                "MNIST with patches of the %d BSDS500 training photographs in %s (the paper's "
+                "recipe; not the official release's images).",
+                root,
+                len(photos),
+                Path(root) / BSDS500_TRAIN,
+            )
+        else:
+            log.warning(
+                "GENERATED TARGET: no %s/mnist_m/ found, so MNIST-M is generated from the real "
+                "MNIST with patches of photos shipped in scikit-image/scikit-learn (not BSDS500). "
+                "Put the official MNIST-M release in %s/mnist_m/, or BSDS500 in %s/BSR/ "
+                "(dataset.download=true fetches it), to use them.",
+                root,
+                root,
+                root,
+            )
     return PairData(source=mnist, target=mnistm, num_classes=10)

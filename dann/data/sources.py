@@ -8,9 +8,12 @@ follow its fixes. Files land in the layouts the loaders read (`dataset.root=...`
 `<root>/MNIST/raw/*-ubyte` (uncompressed), `<root>/{train,test}_32x32.mat`,
 `<root>/usps.bz2` and `<root>/usps.t.bz2` (read compressed).
 
-Not fetchable yet (no download path with a checksum confirmed from here): MNIST-M (generated
-from the full MNIST by the paper's recipe instead, with this package's photographs, not
-BSDS500), Syn Numbers, SynSigns, GTSRB and Office-31; their loaders say where to put them.
+MNIST-M is generated from the full MNIST by the paper's recipe, with patches of the BSDS500
+training photographs when `<root>/BSR/BSDS500/data/images/train/` exists (the `bsds500` source:
+Berkeley's archive, whose checksum could not be confirmed from here, so it is accepted with a
+warning giving its sha256), else with this package's six photographs.
+Not fetchable yet (no mirror with a checksum confirmed from here): Syn Numbers, SynSigns, GTSRB
+and Office-31; their loaders say where to put them.
 """
 
 import functools
@@ -50,6 +53,19 @@ def all_sources() -> dict[str, Source]:
             manual="put train_32x32.mat and test_32x32.mat (from "
             "http://ufldl.stanford.edu/housenumbers/) in <root>/",
         ),
+        "bsds500": Source(
+            "bsds500",
+            (RemoteFile("BSR_bsds500.tgz", None, extract="tar"),),
+            (
+                "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR",
+                "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR",
+            ),
+            ".",
+            manual="unpack BSR_bsds500.tgz (the Berkeley Segmentation Dataset 500) in <root>/ "
+            "so that <root>/BSR/BSDS500/data/images/train/*.jpg exist; without it MNIST-M is "
+            "generated with this package's photographs",
+            notes="checksum not confirmed from here",
+        ),
         "usps": Source(
             "usps",
             tuple(usps_files),
@@ -63,7 +79,7 @@ def all_sources() -> dict[str, Source]:
 
 # the sources each pair reads from dataset.root (MNIST-M is generated from MNIST when absent)
 PAIR_SOURCES: dict[str, tuple[str, ...]] = {
-    "mnist_to_mnistm": ("mnist",),
+    "mnist_to_mnistm": ("mnist", "bsds500"),
     "svhn_to_mnist": ("svhn", "mnist"),
     "mnist_to_usps": ("usps", "mnist"),
     "usps_to_mnist": ("usps", "mnist"),
@@ -74,6 +90,9 @@ PAIR_SOURCES: dict[str, tuple[str, ...]] = {
 
 
 def sources_for(pair: str) -> list[Source]:
+    """The sources of a pair (or a single source, by its own name)."""
+    if pair in all_sources():
+        return [all_sources()[pair]]
     if pair not in PAIR_SOURCES:
         fetchable = ", ".join(sorted(PAIR_SOURCES))
         raise ConfigError(
