@@ -307,3 +307,26 @@ def test_mnistm_from_bsds500_is_the_papers_recipe_and_deterministic(tmp_path):
             for y in range(p.shape[0] - 27)
             for x in range(p.shape[1] - 27)
         )
+
+
+def test_zip_archives_unpack_into_the_source_folder_and_refuse_escapes(server, tmp_path):
+    import zipfile
+
+    def zip_bytes(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        return buf.getvalue()
+
+    good = zip_bytes({"GTSRB/Training/00000/a.ppm": b"P6", "GT-final_test.csv": b"x"})
+    server.files = {"/m/g.zip": good}
+    src = source([RemoteFile("g.zip", md5(good), extract="zip")], [f"{server.url}/m"], "gtsrb")
+    dest = fetch(src, tmp_path, **FAST)
+    assert files_under(dest) == ["GT-final_test.csv", "GTSRB/Training/00000/a.ppm"]
+    evil = zip_bytes({"../../evil.txt": b"x"})
+    server.files = {"/m/e.zip": evil}
+    src = source([RemoteFile("e.zip", md5(evil), extract="zip")], [f"{server.url}/m"], "other")
+    with pytest.raises(DownloadError, match="refused archive member"):
+        fetch(src, tmp_path / "r", **FAST)
+    assert not (tmp_path / "evil.txt").exists()

@@ -4,16 +4,17 @@
 
 The URLs, mirrors and md5 sums are torchvision's own (`torchvision.datasets.MNIST.mirrors` /
 `.resources`, `SVHN.split_list`, `USPS.split_list`), read from the installed torchvision so they
-follow its fixes. Files land in the layouts the loaders read (`dataset.root=...`):
-`<root>/MNIST/raw/*-ubyte` (uncompressed), `<root>/{train,test}_32x32.mat`,
-`<root>/usps.bz2` and `<root>/usps.t.bz2` (read compressed).
+follow its fixes; GTSRB's are copied from its `GTSRB.download`, which keeps them in code.
+Files land in the layouts the loaders read (`dataset.root=...`): `<root>/MNIST/raw/*-ubyte`
+(uncompressed), `<root>/{train,test}_32x32.mat`, `<root>/usps.bz2` and `<root>/usps.t.bz2`
+(read compressed), `<root>/gtsrb/` (torchvision's GTSRB layout).
 
 MNIST-M is generated from the full MNIST by the paper's recipe, with patches of the BSDS500
 training photographs when `<root>/BSR/BSDS500/data/images/train/` exists (the `bsds500` source:
 Berkeley's archive, whose checksum could not be confirmed from here, so it is accepted with a
 warning giving its sha256), else with this package's six photographs.
-Not fetchable yet (no mirror with a checksum confirmed from here): Syn Numbers, SynSigns, GTSRB
-and Office-31; their loaders say where to put them.
+Not fetchable yet (no mirror with a checksum confirmed from here): Syn Numbers (generated
+offline instead), SynSigns and Office-31; their loaders say where to put them.
 """
 
 import functools
@@ -27,6 +28,13 @@ def _split_list(split_list: dict, splits: tuple[str, ...]) -> tuple[list[RemoteF
     files = [RemoteFile(split_list[s][1], f"md5:{split_list[s][2]}") for s in splits]
     base = split_list[splits[0]][0].rsplit("/", 1)[0]
     return files, base
+
+
+GTSRB_MD5 = (
+    "513f3c79a4c5141765e10e952eaa2478",
+    "c7e4e6327067d32654124b0fe9e82185",
+    "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+)
 
 
 @functools.cache
@@ -66,6 +74,19 @@ def all_sources() -> dict[str, Source]:
             "generated with this package's photographs",
             notes="checksum not confirmed from here",
         ),
+        # torchvision's GTSRB.download (0.29) holds these URLs and md5 sums in its code
+        "gtsrb": Source(
+            "gtsrb",
+            (
+                RemoteFile("GTSRB-Training_fixed.zip", f"md5:{GTSRB_MD5[0]}", extract="zip"),
+                RemoteFile("GTSRB_Final_Test_Images.zip", f"md5:{GTSRB_MD5[1]}", extract="zip"),
+                RemoteFile("GTSRB_Final_Test_GT.zip", f"md5:{GTSRB_MD5[2]}", extract="zip"),
+            ),
+            ("https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370",),
+            "gtsrb",
+            manual="unzip GTSRB-Training_fixed.zip, GTSRB_Final_Test_Images.zip and "
+            "GTSRB_Final_Test_GT.zip in <root>/gtsrb/ (torchvision's layout)",
+        ),
         "usps": Source(
             "usps",
             tuple(usps_files),
@@ -86,6 +107,7 @@ PAIR_SOURCES: dict[str, tuple[str, ...]] = {
     "mnist_to_digits": ("mnist",),
     "digits_to_mnist": ("mnist",),
     "syndigits_to_svhn": ("svhn",),
+    "synsigns_to_gtsrb": ("gtsrb",),
 }
 
 
