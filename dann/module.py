@@ -229,7 +229,7 @@ class DALightningModule(pl.LightningModule):
                 for k, v in logs.items()
             }
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
-        elif writes and trainer.loggers:
+        elif writes and trainer.loggers and not _accumulating(trainer):
             connector.log_metrics(_to_floats(logs))
 
     def on_train_epoch_end(self):
@@ -327,6 +327,13 @@ class DALightningModule(pl.LightningModule):
         checkpoint["val_metrics"] = {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
+
+
+def _accumulating(trainer: pl.Trainer) -> bool:
+    """Whether this batch only accumulates gradients (no optimiser step follows it): Lightning
+    writes no step metrics then, and neither does the module."""
+    should = getattr(trainer.fit_loop, "_should_accumulate", None)
+    return bool(should()) if should else False
 
 
 def _to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:

@@ -36,8 +36,13 @@ class Server:
                     self.send_error(404, "Not Found")
                     return
                 start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+                if start >= len(body) > 0:
+                    self.send_error(416, "Range Not Satisfiable")
+                    return
                 self.send_response(206 if rng else 200)
                 self.send_header("Content-Length", str(len(body) - start))
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
                 if self.path in server.drop_once:
                     server.drop_once.discard(self.path)
@@ -82,7 +87,12 @@ def source(files, mirrors, dest="thing") -> Source:
 
 
 def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Files under root, without the fetch's own bookkeeping (dot files: markers, locks)."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 FAST = {"timeout": 5, "retries": 2, "backoff": 0.01, "progress": False}
@@ -167,12 +177,27 @@ def test_no_network_gives_the_urls_tried_and_the_manual_instructions(tmp_path):
     assert "By hand: put x.bin in <root>/thing" in message
 
 
-def test_a_verified_download_is_not_fetched_again(server, tmp_path):
+def test_a_completed_fetch_is_not_repeated_and_a_removed_file_is_fetched_again(server, tmp_path):
     server.files = {"/m/x.bin": b"data"}
     src = source([RemoteFile("x.bin", md5(b"data"))], [f"{server.url}/m"])
+    dest = fetch(src, tmp_path, **FAST)
     fetch(src, tmp_path, **FAST)
-    fetch(src, tmp_path, **FAST)
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1  # the marker says it is complete: no network
+    (dest / "x.bin").unlink()
+    fetch(src, tmp_path, **FAST)  # incomplete now: the verified download is unpacked again
+    assert (dest / "x.bin").read_bytes() == b"data" and len(server.requests) == 1
+
+
+def test_a_finished_part_file_is_accepted_when_the_server_answers_416(server, tmp_path):
+    payload = b"complete" * 100
+    server.files = {"/m/x.bin": payload}
+    src = source([RemoteFile("x.bin", md5(payload))], [f"{server.url}/m"])
+    downloads = tmp_path / ".downloads" / "thing"
+    downloads.mkdir(parents=True)
+    (downloads / "x.bin.part").write_bytes(payload)  # killed after the download, before rename
+    dest = fetch(src, tmp_path, **FAST)
+    assert (dest / "x.bin").read_bytes() == payload
+    assert server.requests == [("/m/x.bin", f"bytes={len(payload)}-")]
 
 
 def idx_gz(kind: str, array) -> bytes:
@@ -235,7 +260,7 @@ def test_train_py_downloads_mnist_with_download_true(
             )
         )
     raw = root / "MNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(n[:-3] for n in payloads if ".gz" in n)
+    assert files_under(raw) == sorted(n[:-3] for n in payloads if ".gz" in n)
     assert 0.0 <= summary["test/target_acc"] <= 1.0
     assert "UNVERIFIED: BSR_bsds500.tgz" in caplog.text  # its checksum is not confirmed
     assert "patches of the 2 BSDS500 training photographs" in caplog.text

@@ -77,3 +77,25 @@ def test_progress_bar_redraws_at_most_once_per_interval_and_at_the_end(monkeypat
     assert drawn == [True, False, False, True, False, True]
     bar.disable()
     assert not bar._should_update(6, 6)
+
+
+def test_step_scalars_are_written_once_per_logging_step_under_gradient_accumulation(make_cfg):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dann.train import run
+
+    summary = run(
+        make_cfg(
+            "callbacks=none",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=12",
+            "trainer.limit_val_batches=0",
+            "trainer.limit_test_batches=1",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.log_every_n_steps=2",
+        )
+    )
+    events = EventAccumulator(summary["log_dir"], size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps and len(steps) == len(set(steps)), steps  # each logging step once

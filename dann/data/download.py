@@ -22,6 +22,7 @@ mirror fails. `fetch(source, root)`:
 import contextlib
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -98,16 +99,27 @@ def verify(path: Path, checksum: str | None) -> bool:
 
 
 def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool) -> None:
-    """Download `url` into `part`, resuming what is already there (HTTP Range)."""
+    """Download `url` into `part`, resuming what is already there (HTTP Range). A server that
+    ignores the range, or answers from another offset, restarts the file; 416 (nothing left to
+    send) leaves the part as it is, for the checksum to judge."""
     from tqdm import tqdm
 
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "dann-download"})
     if have:
         request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if have and response.status != 206:  # the server ignored the range: start over
-            have = 0
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:
+            return
+        raise
+    with response:
+        if have and (
+            response.status != 206
+            or not response.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+        ):
+            have = 0  # the range was not honoured as asked: start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else size
         mode = "ab" if have else "wb"
@@ -130,6 +142,8 @@ def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool)
     got = part.stat().st_size
     if total is not None and got != total:
         raise OSError(f"connection closed after {got:,} of {total:,} bytes")
+    if total is None and length is None:
+        log.warning("%s: the server sent no length; %s bytes received", url, f"{got:,}")
 
 
 def _safe_members_tar(archive: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
@@ -151,7 +165,11 @@ def extract(archive: Path, kind: str, dest: Path) -> None:
                 shutil.copyfileobj(src, out)
         elif kind == "tar":
             with tarfile.open(archive) as tar:
-                tar.extractall(dest, members=_safe_members_tar(tar, dest))  # noqa: S202 - checked
+                members = _safe_members_tar(tar, dest)
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: no setuid bits etc.
+                    tar.extractall(dest, members=members, filter="data")
+                else:  # pragma: no cover
+                    tar.extractall(dest, members=members)  # noqa: S202 - members checked
         elif kind == "zip":
             with zipfile.ZipFile(archive) as z:
                 for name in z.namelist():
@@ -183,28 +201,74 @@ def _fetch_file(
     part = downloads / f"{file.name}.part"
     for mirror in mirrors:
         url = f"{mirror}/{file.name}"
-        for attempt in range(retries + 1):
+        restarted = False
+        attempt = 0
+        while True:
             try:
                 _get(url, part, timeout, file.size, progress)
             except urllib.error.HTTPError as e:
+                if (e.code >= 500 or e.code == 429) and attempt < retries:
+                    time.sleep(backoff * 2**attempt)
+                    attempt += 1
+                    continue
                 tried.append(f"{url}: HTTP {e.code} {e.reason}")
                 part.unlink(missing_ok=True)
-                break  # the mirror answered: retrying will not help
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", e)
+                break  # the mirror answered: try the next one
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                reason = getattr(e, "reason", None) or repr(e)
                 if attempt < retries:
                     time.sleep(backoff * 2**attempt)
+                    attempt += 1
                     continue
                 tried.append(f"{url}: {reason} (after {retries + 1} attempts)")
+                break
+            except ValueError as e:  # not a URL urllib can open (e.g. a mirror without http://)
+                tried.append(f"{url}: {e}")
                 break
             if verify(part, file.checksum):
                 os.replace(part, final)
                 return final
-            tried.append(f"{url}: checksum mismatch (expected {file.checksum}); discarded")
             part.unlink(missing_ok=True)
+            if not restarted:  # a resumed part may hold another copy's bytes: once from 0
+                restarted = True
+                continue
+            tried.append(f"{url}: checksum mismatch (expected {file.checksum}); discarded")
             break
     part.unlink(missing_ok=True)
     return None
+
+
+def _marker(source: Source, entries: Sequence[str]) -> str:
+    """What a completed fetch records in `<dest>/.<source>.complete`: the files and their
+    checksums, and the entries it put in place."""
+    files = [f"{f.name} {f.checksum}" for f in source.files]
+    return "\n".join([*files, "--", *sorted(entries)]) + "\n"
+
+
+def _complete(source: Source, dest: Path) -> bool:
+    """Whether an earlier fetch of these very files completed and its entries are all there."""
+    marker = dest / f".{source.name}.complete"
+    if not marker.is_file():
+        return False
+    text = marker.read_text()
+    entries = text.split("--\n", 1)[1].split() if "--\n" in text else []
+    return text == _marker(source, entries) and all((dest / e).exists() for e in entries)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (runs sharing a root wait for each other); none on Windows."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fetch(
@@ -216,20 +280,38 @@ def fetch(
     backoff: float = 1.0,
     progress: bool = True,
 ) -> Path:
-    """Download, verify and unpack `source` under `root`; returns `root / source.dest`."""
+    """Download, verify and unpack `source` under `root`; returns `root / source.dest`. Done
+    once: a completed fetch leaves a marker, and later calls return without any network access.
+    Runs sharing the root take turns (a file lock)."""
     root = Path(root)
     dest = root / source.dest
+    if _complete(source, dest):
+        return dest
     downloads = root / ".downloads" / source.name
     downloads.mkdir(parents=True, exist_ok=True)
-    urls = mirrors_for(source, mirrors)
+    with _locked(downloads.parent / f"{source.name}.lock"):
+        if _complete(source, dest):  # another run finished it while this one waited
+            return dest
+        return _fetch_locked(
+            source,
+            dest,
+            downloads,
+            mirrors_for(source, mirrors),
+            (timeout, retries, backoff, progress),
+        )
+
+
+def _fetch_locked(source, dest, downloads, urls, options) -> Path:
     tried: list[str] = []
     fetched: list[Path] = []
     for file in source.files:
-        path = _fetch_file(file, urls, downloads, timeout, retries, backoff, progress, tried)
+        path = _fetch_file(file, urls, downloads, *options, tried)
         if path is None:
-            for folder in (downloads, downloads.parent):  # leave no empty folders behind
+            for leftover in (downloads, downloads.parent / f"{source.name}.lock"):
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    leftover.rmdir() if leftover.is_dir() else leftover.unlink()
+            with contextlib.suppress(OSError):
+                downloads.parent.rmdir()  # leave no empty folders behind
             raise DownloadError(
                 f"could not download {file.name} of {source.name}. Tried:\n  "
                 + "\n  ".join(tried)
@@ -244,15 +326,22 @@ def fetch(
     staging = Path(tempfile.mkdtemp(dir=dest, prefix=f".{source.name}."))
     try:
         for file, path in zip(source.files, fetched, strict=True):
-            if file.extract:
-                extract(path, file.extract, staging)
-            else:
-                shutil.copy2(path, staging / file.name)
-        for entry in staging.iterdir():
-            target = dest / entry.name
+            try:
+                if file.extract:
+                    extract(path, file.extract, staging)
+                else:
+                    shutil.copy2(path, staging / file.name)
+            except DownloadError:
+                if file.checksum is None:  # unverified and unusable: fetch it again next time
+                    path.unlink(missing_ok=True)
+                raise
+        entries = [entry.name for entry in staging.iterdir()]
+        for name in entries:
+            target = dest / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            os.replace(entry, target)
+            os.replace(staging / name, target)
+        (dest / f".{source.name}.complete").write_text(_marker(source, entries))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # innermost first; only if still empty
