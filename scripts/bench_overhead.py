@@ -83,8 +83,11 @@ def hand_loop(module, dm, steps: int, warmup: int, device: torch.device) -> floa
 
 
 class QuietProgressBar(ProgressBar):
-    """The progress bar `python train.py` shows, drawn into /dev/null (the bar's cost is
-    measured; the terminal keeps the results readable)."""
+    """The progress bar `python train.py` shows in a terminal, drawn into /dev/null (the bar's
+    cost is measured; the terminal keeps the results readable)."""
+
+    def __init__(self):
+        super().__init__(plain=False)
 
     def init_train_tqdm(self) -> Tqdm:
         self._devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the bar

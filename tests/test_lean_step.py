@@ -99,3 +99,22 @@ def test_step_scalars_are_written_once_per_logging_step_under_gradient_accumulat
     events.Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps and len(steps) == len(set(steps)), steps  # each logging step once
+
+
+def test_without_a_terminal_each_epoch_is_one_log_line_and_no_bar(make_cfg, caplog, capsys):
+    datamodule, module, trainer = build(
+        make_cfg(
+            "callbacks=none",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+        )
+    )
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    bar.plain = True  # as under SLURM or `> log.txt`
+    with caplog.at_level("INFO", logger="dann.callbacks.progress"):
+        trainer.fit(module, datamodule=datamodule)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dann.callbacks.progress"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("3 steps" in line and "val/target_acc=" in line for line in lines)
+    assert "\r" not in capsys.readouterr().err  # no carriage-return bar updates
