@@ -3,7 +3,8 @@
     python scripts/compare.py outputs/multirun/<sweep dir> [--metric test/target_acc ...]
 
 Reads every job's `summary.json` (written by dann.train.run) and `.hydra/overrides.yaml`,
-groups jobs by their overrides minus `seed`, prints a markdown table and writes
+groups jobs by their overrides minus those that do not change what is run (`seed`, and a
+resumed job's `ckpt_path` and `hydra.*`), prints a markdown table and writes
 `<sweep dir>/comparison.csv` and `<sweep dir>/comparison.png` (a bar chart: mean ± std).
 """
 
@@ -22,13 +23,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_METRICS = ["selected_val/source_acc", "selected_val/target_acc", "test/target_acc"]
+# overrides that say which seed, where, or from which checkpoint a job ran, not what it ran
+NOT_CONFIG = ("seed=", "ckpt_path=", "hydra.", "+hydra.", "++hydra.")
 
 
 def load_jobs(sweep_dir: Path) -> list[tuple[str, dict]]:
     jobs = []
     for summary in sorted(sweep_dir.rglob("summary.json")):  # one sweep, or several under it
         overrides = yaml.safe_load((summary.parent / ".hydra" / "overrides.yaml").read_text())
-        group = ",".join(o for o in overrides or [] if not o.startswith("seed=")) or "(defaults)"
+        group = ",".join(o for o in overrides or [] if not o.startswith(NOT_CONFIG)) or "(defaults)"
         jobs.append((group, json.loads(summary.read_text())))
     return jobs
 

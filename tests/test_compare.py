@@ -46,3 +46,23 @@ def test_compare_groups_by_everything_but_seed(tmp_path):
     assert float(rows["method=dann"]["gap closure (test/target_acc)"]) == pytest.approx(0.4)
     image = plt.imread(tmp_path / "comparison.png")
     assert image.ndim == 3 and image.shape[0] > 100  # a real bar chart was drawn
+
+
+def test_a_resumed_job_stays_in_its_group(tmp_path):
+    # resuming one job of a sweep adds ckpt_path=last and hydra.run.dir to its overrides
+    _job(tmp_path, "0", ["method=dann", "seed=1"], 0.5)
+    _job(tmp_path, "1", ["method=dann", "seed=2", "ckpt_path=last", "hydra.run.dir=x/1"], 0.7)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "compare.py"),
+            str(tmp_path),
+            "--metric",
+            "test/target_acc",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| method=dann | 2 | 0.6000 ± 0.1414 |" in proc.stdout
+    assert "ckpt_path" not in proc.stdout
