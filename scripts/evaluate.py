@@ -42,14 +42,20 @@ INPUT_FORMAT = ("channels", "image_size")
 
 
 def dataset_config(cfg: DictConfig, trained_on: dict) -> dict:
-    """The dataset to evaluate: `dataset=` from the command line, else the training pair."""
-    overrides = HydraConfig.get().overrides.task
-    if any(o.split("=")[0].lstrip("+~").startswith("dataset") for o in overrides):
-        dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    """The dataset to evaluate: `dataset=<pair>` from the command line, else the training pair,
+    with any `dataset.<key>=...` from the command line (e.g. `dataset.root=/new`) applied."""
+    keys = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    chosen = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if "dataset" in keys:
+        dataset = chosen
     else:
         dataset = {k: v for k, v in trained_on.items() if k != "train_on_target_labels"}
         dataset.update(dataset.pop("options", None) or {})
         dataset["data_dir"] = cfg.paths.data_dir
+        for key in keys:
+            if key.startswith("dataset."):
+                field = key.split(".")[1]
+                dataset[field] = chosen.get(field)
     dataset.update({k: trained_on[k] for k in INPUT_FORMAT if k in trained_on})
     return dataset
 

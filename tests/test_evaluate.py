@@ -106,3 +106,23 @@ def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
     model = Recorder()
     script.evaluate(model, datamodule, "test", 10)
     assert set(model.domains) == {0, 1}  # source batches as domain 0, target as domain 1
+
+
+def test_evaluate_with_a_dataset_key_keeps_the_checkpoints_pair(tmp_path, data_dir):
+    # `dataset.<key>=` (e.g. dataset.root=/new) changes a field of the training pair; it must not
+    # switch to train.yaml's default pair (mnist_to_mnistm)
+    cfg = compose_cfg(
+        ["dataset=mnist_to_digits", "trainer.fast_dev_run=true", "callbacks=none"],
+        tmp_path / "run",
+        data_dir,
+    )
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    path = tmp_path / "digits.ckpt"
+    trainer.save_checkpoint(path)
+    out = tmp_path / "eval"
+    proc = evaluate_py(
+        f"ckpt={path}", "dataset.split_seed=3", f"hydra.run.dir={out}", data_dir=data_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist_to_digits"
