@@ -16,23 +16,20 @@ def _job(sweep: Path, name: str, overrides: list[str], target_acc: float) -> Non
     (sweep / name / "summary.json").write_text(json.dumps({"test/target_acc": target_acc}))
 
 
+def compare_py(sweep: Path) -> subprocess.CompletedProcess:
+    """scripts/compare.py on `sweep` for test/target_acc."""
+    script = str(ROOT / "scripts" / "compare.py")
+    cmd = [sys.executable, script, str(sweep), "--metric", "test/target_acc"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def test_compare_groups_by_everything_but_seed(tmp_path):
     _job(tmp_path, "0", ["method=dann", "seed=1"], 0.5)
     _job(tmp_path, "1", ["method=dann", "seed=2"], 0.7)
     _job(tmp_path, "2", ["method=source_only", "seed=1"], 0.4)
     _job(tmp_path, "3", ["method=source_only", "seed=2"], 0.4)
     _job(tmp_path, "4", ["method=target_oracle", "seed=1"], 0.9)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "compare.py"),
-            str(tmp_path),
-            "--metric",
-            "test/target_acc",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = compare_py(tmp_path)
     assert proc.returncode == 0, proc.stderr
     # sample std of 0.5, 0.7; gap closure (0.6 - 0.4) / (0.9 - 0.4)
     assert "| method=dann | 2 | 0.6000 ± 0.1414 | 0.40 |" in proc.stdout
@@ -52,17 +49,7 @@ def test_a_resumed_job_stays_in_its_group(tmp_path):
     # resuming one job of a sweep adds ckpt_path=last and hydra.run.dir to its overrides
     _job(tmp_path, "0", ["method=dann", "seed=1"], 0.5)
     _job(tmp_path, "1", ["method=dann", "seed=2", "ckpt_path=last", "hydra.run.dir=x/1"], 0.7)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "compare.py"),
-            str(tmp_path),
-            "--metric",
-            "test/target_acc",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = compare_py(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "| method=dann | 2 | 0.6000 ± 0.1414 |" in proc.stdout
     assert "ckpt_path" not in proc.stdout
