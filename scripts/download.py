@@ -22,20 +22,26 @@ from dann.errors import reported_as_exit  # noqa: E402
 
 
 def listing() -> str:
-    lines = ["| source | files | checksums | mirrors | pairs |", "|---|---|---|---|---|"]
+    lines = [
+        "| source | files | checksums | mirrors and links | pairs | notes |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, source in all_sources().items():
         pairs = ", ".join(p for p, names in PAIR_SOURCES.items() if name in names)
         files = ", ".join(f.name for f in source.files)
         sums = ", ".join(
             f.checksum.split(":")[0] if f.checksum else "NOT CONFIRMED" for f in source.files
         )
-        lines.append(f"| {name} | {files} | {sums} | {', '.join(source.mirrors)} | {pairs} |")
+        where = ", ".join([*source.mirrors, *(url for f in source.files for url in f.urls)])
+        lines.append(f"| {name} | {files} | {sums} | {where} | {pairs} | {source.notes} |")
     return "\n".join(lines) + f"\n\nExtra mirrors: --mirror URL or {MIRRORS_ENV}=URL,URL"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("pair", nargs="?", help=", ".join(sorted(PAIR_SOURCES)))
+    parser.add_argument(
+        "pair", nargs="?", help="a pair or a source: " + ", ".join([*PAIR_SOURCES, *all_sources()])
+    )
     parser.add_argument("--root", default="data", help="the folder to fill (dataset.root)")
     parser.add_argument("--mirror", action="append", default=[], help="a base URL, tried first")
     parser.add_argument("--list", action="store_true", help="what can be fetched, and from where")

@@ -292,6 +292,17 @@ def test_official_syndigits_mat_files_are_used_when_present(tmp_path, monkeypatc
         get_pair("syndigits_to_svhn")(PairSpec("syndigits_to_svhn", str(tmp_path)))
 
 
+def test_official_syndigits_in_the_one_folder_an_archive_unpacked_to(tmp_path, monkeypatch):
+    write_svhn_mat(tmp_path / "train_32x32.mat", 20)
+    write_svhn_mat(tmp_path / "test_32x32.mat", 5)
+    (tmp_path / "SynthDigits").mkdir()
+    write_svhn_mat(tmp_path / "SynthDigits" / "synth_train_32x32.mat", 30, seed=2)
+    write_svhn_mat(tmp_path / "SynthDigits" / "synth_test_32x32.mat", 6, seed=3)
+    monkeypatch.setattr(syndigits_module, "render_numbers", pytest.fail)
+    pair = get_pair("syndigits_to_svhn")(PairSpec("syndigits_to_svhn", str(tmp_path)))
+    assert (len(pair.source.train) + len(pair.source.val), len(pair.source.test)) == (30, 6)
+
+
 def test_syndigits_datamodule_takes_sizes_from_the_config(tmp_path):
     write_svhn_mat(tmp_path / "train_32x32.mat", 20)
     write_svhn_mat(tmp_path / "test_32x32.mat", 5)

@@ -20,6 +20,7 @@ class Server:
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
+        self.pages: set[str] = set()  # paths served as text/html (a host's web page)
         self.drop_once: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
         server = self
@@ -41,6 +42,8 @@ class Server:
                     return
                 self.send_response(206 if rng else 200)
                 self.send_header("Content-Length", str(len(body) - start))
+                if self.path in server.pages:
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
@@ -111,6 +114,50 @@ def test_first_mirror_404_then_second_mirror_serves_verified_files(server, tmp_p
     assert (dest / "a" / "b.txt").read_bytes() == b"hello"
     assert (dest / "c.txt").read_bytes() == b"world"
     assert [p for p, _ in server.requests][:2] == ["/m1/x.bin.gz", "/m2/x.bin.gz"]
+
+
+def test_direct_links_come_after_mirrors_and_a_web_page_is_not_the_file(server, tmp_path):
+    """Box/Dropbox/Drive links do not end in the file name; a sharing host that answers with a
+    page (login, quota, virus scan) must not be taken for the file."""
+    payload = b"weights" * 1000
+    page = b"<html>Google Drive can't scan this file for viruses</html>"
+    server.files = {"/m/x.bin": page, "/shared/static/abc": page, "/dl?id=1&confirm=t": payload}
+    server.pages = {"/m/x.bin", "/shared/static/abc"}
+    file = RemoteFile("x.bin", None, urls=(f"{server.url}/shared/static/abc",))
+    # unverified (no checksum): only the content type can tell a page from the file
+    with pytest.raises(DownloadError, match="web page, not the file") as failure:
+        fetch(source([file], [f"{server.url}/m"]), tmp_path, **FAST)
+    assert "/m/x.bin" in str(failure.value) and "/shared/static/abc" in str(failure.value)
+    assert files_under(tmp_path) == []
+    file = RemoteFile("x.bin", md5(payload), urls=(*file.urls, f"{server.url}/dl?id=1&confirm=t"))
+    dest = fetch(source([file], [f"{server.url}/m"]), tmp_path, **FAST)
+    assert (dest / "x.bin").read_bytes() == payload
+    assert [p for p, _ in server.requests][-3:] == [
+        "/m/x.bin",
+        "/shared/static/abc",
+        "/dl?id=1&confirm=t",
+    ]
+
+
+def test_every_pair_that_reads_files_has_a_fetch_path():
+    """The README's dataset table: every pair needing files fetches them all with one flag."""
+    import yaml
+
+    from dann.data.sources import PAIR_SOURCES, all_sources, sources_for
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "dataset"
+    with_flag = {
+        p.stem for p in configs.glob("*.yaml") if "download" in yaml.safe_load(p.read_text())
+    }
+    assert with_flag == set(PAIR_SOURCES)  # the flag exists exactly where it can do something
+    paper_and_office = {"mnist_to_mnistm", "svhn_to_mnist", "syndigits_to_svhn", "office31"}
+    assert paper_and_office | {"synsigns_to_gtsrb", "mnist_to_usps"} <= with_flag
+    for pair in with_flag:
+        assert sources_for(pair)
+    for name, src in all_sources().items():
+        assert src.manual and (src.mirrors or any(f.urls for f in src.files)), name
+        unverified = [f for f in src.files if f.checksum is None]
+        assert not unverified or "checksum" in src.notes, name  # said in the sources table
 
 
 def test_user_mirrors_come_first_and_environment_mirrors_next(monkeypatch):

@@ -106,6 +106,14 @@ def test_office31_loads_both_layouts_with_the_transductive_protocol(office_root)
     assert restored[0][0].shape == (3, 32, 32)
 
 
+def test_office31_unpacked_by_the_download_under_root_office31(office_root):
+    # scripts/download.py office31 --root R leaves R/office31/{amazon,dslr,webcam}/images/
+    pair = get_pair("office31")(
+        spec("office31", office_root.parent, source="amazon", target="webcam")
+    )
+    assert (pair.source.name, pair.num_classes, len(pair.target.test)) == ("amazon", 3, 9)
+
+
 def test_office31_same_domain_twice_is_rejected(office_root):
     with pytest.raises(ValueError, match="both 'amazon'"):
         get_pair("office31")(spec("office31", office_root, source="amazon", target="amazon"))
@@ -202,6 +210,31 @@ def test_synsigns_to_gtsrb_in_memory_and_cached(tmp_path, monkeypatch):
     write_images(root / "synsigns" / "1", 5, 1, "png", size=(40, 40))  # one image more
     again = get_pair("synsigns_to_gtsrb")(spec("synsigns_to_gtsrb", root, cache))
     assert decoded == [12, 12, 3, 13] and len(again.source.train) == 11
+
+
+def test_synsigns_release_layout_with_its_labelling_file(tmp_path):
+    """synthetic_data.zip unzipped: synthetic_data/train/*.png + train_labelling.txt."""
+    root = write_signs_root(tmp_path / "signs")
+    release = root / "synthetic_data"
+    (release / "train").mkdir(parents=True)
+    lines = []
+    for c in (0, 1, 2):
+        for i, png in enumerate(sorted((root / "synsigns" / str(c)).glob("*.png"))):
+            name = f"train/{c:02d}{i:03d}.png"
+            png.rename(release / name)
+            lines.append(f"{name} {c} 1")
+    (release / "train_labelling.txt").write_text("\n".join(lines) + "\n")
+    for folder in (root / "synsigns").iterdir():
+        folder.rmdir()
+    (root / "synsigns").rmdir()
+    pair = get_pair("synsigns_to_gtsrb")(spec("synsigns_to_gtsrb", root, tmp_path / "cache"))
+    assert pair.num_classes == 3 and len(pair.source.train) == 10
+    labels = torch.cat([pair.source.train.labels, pair.source.val.labels, pair.source.test.labels])
+    assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    # a listed image that is not there is named, with the fix
+    (release / "train" / "00000.png").unlink()
+    with pytest.raises(FileNotFoundError, match="unzip the whole synthetic_data.zip"):
+        get_pair("synsigns_to_gtsrb")(spec("synsigns_to_gtsrb", root, tmp_path / "cache"))
 
 
 def test_synsigns_class_folders_match_gtsrb_by_integer_id(tmp_path):

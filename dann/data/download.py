@@ -6,8 +6,9 @@ which each file keeps its usual name, `<mirror>/<file>`) and what a user does by
 mirror fails. `fetch(source, root)`:
 
 - tries the user's mirrors first (`mirrors=[...]`, then the `DANN_MIRRORS` environment variable,
-  comma- or space-separated), then the source's own; the checksums stay the same whatever the
-  mirror;
+  comma- or space-separated), then the source's own, then the file's direct links (hosts whose
+  links do not end in the file name: Box, Dropbox, Google Drive); the checksums stay the same
+  whatever the mirror; a web page served instead of the file counts as a failure;
 - per URL: a timeout, a few retries with exponential back-off; a partial file is resumed with an
   HTTP Range request (restarted when the server ignores it); a progress bar with size and speed;
 - verifies the checksum before anything is extracted or moved into place; a mismatch discards
@@ -49,12 +50,19 @@ class DownloadError(DataError):
     why each failed, and how to put the files in place by hand."""
 
 
+class NotTheFile(Exception):
+    """A server answered with something else than the file (e.g. an HTML page)."""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     name: str  # the file's name under every mirror, and as downloaded
     checksum: str | None  # "md5:<hex>" or "sha256:<hex>"; None: not confirmed (warned)
     size: int | None = None  # bytes, for the listing and the progress bar when unknown
     extract: str | None = None  # "gunzip", "tar", "zip": unpacked into the destination
+    # direct links, tried after the mirrors, for hosts whose links do not end in the file's
+    # name (Box, Dropbox, Google Drive)
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,12 @@ def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool)
             return
         raise
     with response:
+        kind = response.headers.get("Content-Type", "")
+        if kind.startswith("text/html") and not part.name.endswith((".html.part", ".htm.part")):
+            raise NotTheFile(
+                "the server sent a web page, not the file (a link that needs a browser, a "
+                "login, or a download-quota page)"
+            )
         if have and (
             response.status != 206
             or not response.headers.get("Content-Range", "").startswith(f"bytes {have}-")
@@ -199,8 +213,7 @@ def _fetch_file(
     if final.exists() and verify(final, file.checksum):
         return final
     part = downloads / f"{file.name}.part"
-    for mirror in mirrors:
-        url = f"{mirror}/{file.name}"
+    for url in [*(f"{mirror}/{file.name}" for mirror in mirrors), *file.urls]:
         restarted = False
         attempt = 0
         while True:
@@ -222,7 +235,7 @@ def _fetch_file(
                     continue
                 tried.append(f"{url}: {reason} (after {retries + 1} attempts)")
                 break
-            except ValueError as e:  # not a URL urllib can open (e.g. a mirror without http://)
+            except (ValueError, NotTheFile) as e:  # not an http URL, or a web page not the file
                 tried.append(f"{url}: {e}")
                 break
             if verify(part, file.checksum):

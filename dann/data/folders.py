@@ -62,7 +62,8 @@ OFFICE31_LAYOUT = (
 )
 SYNSIGNS_LAYOUT = (
     "ROOT/synsigns/CLASSID/*.png: the Synthetic Signs images (Moiseev et al. 2013; 100,000 "
-    "images, 43 classes) sorted into one folder per class id, named 0..42 or 00000..00042"
+    "images, 43 classes) sorted into one folder per class id, named 0..42 or 00000..00042, or "
+    "the release as unzipped: ROOT/synthetic_data/train_labelling.txt and train/*.png"
 )
 GTSRB_LAYOUT = (
     "torchvision's GTSRB layout: ROOT/gtsrb/GTSRB/Training/000NN/*.ppm, "
@@ -192,15 +193,19 @@ def transductive_pair(
 
 
 def office31_folder(root: Path, domain: str) -> Path:
-    """DOMAIN/images (official release) if present, else DOMAIN itself."""
+    """DOMAIN/images (official release) if present, else DOMAIN itself; under ROOT or under
+    ROOT/office31 (where `scripts/download.py office31` unpacks it)."""
     base = root / domain
+    if not base.is_dir() and (root / "office31" / domain).is_dir():
+        base = root / "office31" / domain
     if (base / "images").is_dir():
         return base / "images"
     if base.is_dir():
         return base
     raise DataError(
         f"Office-31 domain folder {base} not found; expected "
-        f"{OFFICE31_LAYOUT.replace('ROOT', str(root))}"
+        f"{OFFICE31_LAYOUT.replace('ROOT', str(root))}; or add dataset.download=true to fetch "
+        f"and verify it"
     )
 
 
@@ -298,6 +303,31 @@ def cached_images(name: str, samples: list[tuple[str, int]], base: Path, spec: P
     return Split(tensors["images"], tensors["labels"])
 
 
+def synsigns_from_labelling(labelling: Path) -> dict[int, list[Path]]:
+    """The release's own layout: `train_labelling.txt` lines `train/00000.png CLASSID ...`,
+    paths relative to its folder -> {class id: files}."""
+    out: dict[int, list[Path]] = {}
+    for number, line in enumerate(labelling.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise InvalidDataError(
+                f"{labelling}, line {number}: {line!r} is not 'IMAGE CLASSID ...' (SynSigns' "
+                f"train_labelling.txt)"
+            )
+        out.setdefault(int(fields[1]), []).append(labelling.parent / fields[0])
+    missing = [str(p) for paths in out.values() for p in paths if not p.is_file()]
+    if missing or not out:
+        raise DataError(
+            f"{labelling} lists {len(missing)} image(s) that are not there (e.g. "
+            f"{missing[:1]}): unzip the whole synthetic_data.zip in {labelling.parent.parent}"
+            if missing
+            else f"{labelling} lists no images"
+        )
+    return {c: sorted(out[c]) for c in sorted(out)}
+
+
 def _gtsrb_test_rows(csv_file: Path, images: Path) -> list[tuple[Path, int]]:
     with open(csv_file, newline="") as f:
         rows = list(csv.DictReader(f, delimiter=";", skipinitialspace=True))
@@ -323,9 +353,11 @@ def load_synsigns_to_gtsrb(spec: PairSpec) -> PairData:
     gtsrb = root / "gtsrb"
     train_dir = gtsrb / "GTSRB" / "Training"
     test_dir, test_csv = gtsrb / "GTSRB" / "Final_Test" / "Images", gtsrb / "GT-final_test.csv"
-    if not synsigns_dir.is_dir():
+    labelling = root / "synthetic_data" / "train_labelling.txt"  # the release as unzipped
+    if not synsigns_dir.is_dir() and not labelling.is_file():
         raise DataError(
-            f"{synsigns_dir} not found; expected {SYNSIGNS_LAYOUT.replace('ROOT', str(root))}"
+            f"{synsigns_dir} not found; expected {SYNSIGNS_LAYOUT.replace('ROOT', str(root))}; "
+            f"or add dataset.download=true to fetch it"
         )
     missing = [str(p) for p in (train_dir, test_dir, test_csv) if not p.exists()]
     if missing:
@@ -334,7 +366,11 @@ def load_synsigns_to_gtsrb(spec: PairSpec) -> PairData:
             f"{GTSRB_LAYOUT.replace('ROOT', str(root))}"
         )
 
-    synsigns = by_class_id(list_image_folder(synsigns_dir), synsigns_dir)
+    if synsigns_dir.is_dir():
+        synsigns = by_class_id(list_image_folder(synsigns_dir), synsigns_dir)
+    else:
+        synsigns_dir = labelling.parent
+        synsigns = synsigns_from_labelling(labelling)
     gtsrb_train = by_class_id(list_image_folder(train_dir), train_dir)
     classes = match_classes(synsigns, gtsrb_train, synsigns_dir, train_dir)
     index = {c: i for i, c in enumerate(classes)}

@@ -9,12 +9,16 @@ Files land in the layouts the loaders read (`dataset.root=...`): `<root>/MNIST/r
 (uncompressed), `<root>/{train,test}_32x32.mat`, `<root>/usps.bz2` and `<root>/usps.t.bz2`
 (read compressed), `<root>/gtsrb/` (torchvision's GTSRB layout).
 
-MNIST-M is generated from the full MNIST by the paper's recipe, with patches of the BSDS500
-training photographs when `<root>/BSR/BSDS500/data/images/train/` exists (the `bsds500` source:
-Berkeley's archive, whose checksum could not be confirmed from here, so it is accepted with a
-warning giving its sha256), else with this package's six photographs.
-Not fetchable yet (no mirror with a checksum confirmed from here): Syn Numbers (generated
-offline instead), SynSigns and Office-31; their loaders say where to put them.
+MNIST-M: the `mnist_to_mnistm` pair fetches MNIST and BSDS500 and generates MNIST-M by the
+paper's recipe (patches of the BSDS500 training photographs, `<root>/BSR/BSDS500/data/images/
+train/`); `scripts/download.py mnistm` fetches the official release instead (the loader prefers
+it when `<root>/mnist_m/` exists).
+
+Sources hosted on Box, Dropbox or Google Drive have direct links (`RemoteFile.urls`), tried
+after any mirror. Checksums: torchvision's where it has them; MNIST-M's and Office-31's md5 are
+pytorch-adapt's (`pytorch_adapt.datasets.MNISTM` / `Office31`), not confirmed by a download
+from here; BSDS500, SynDigits and SynSigns have no published checksum: accepted with a warning
+that gives the sha256 of what arrived, to be recorded here once confirmed.
 """
 
 import functools
@@ -35,6 +39,20 @@ GTSRB_MD5 = (
     "c7e4e6327067d32654124b0fe9e82185",
     "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
 )
+
+
+# pytorch-adapt's MNISTM and Office31 datasets (their URL and md5; the archives unpack to
+# mnist_m/ and office31/)
+BOX_MNISTM = "https://cornell.box.com/shared/static/jado7quprg6hzzdubvwzh9umr75damwi"
+MNISTM_MD5 = "859df31c91afe82e80e5012ba928f279"
+BOX_OFFICE31 = "https://cornell.box.com/shared/static/3v2ftdkdhpz1lbbr4uhu0135w7m79p7q"
+OFFICE31_MD5 = "89818e596f3cdda1d56da0f077435faa"
+# Ganin's Google Drive file (SynthDigits.zip); `confirm=t` skips the virus-scan page
+GDRIVE_SYNDIGITS = (
+    "https://drive.usercontent.google.com/download?id=0B9Z4d7lAwbnTSVR1dEFSRUFxOUU"
+    "&export=download&confirm=t"
+)
+DROPBOX_SYNSIGNS = "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1"
 
 
 @functools.cache
@@ -74,6 +92,51 @@ def all_sources() -> dict[str, Source]:
             "generated with this package's photographs",
             notes="checksum not confirmed from here",
         ),
+        "mnistm": Source(
+            "mnistm",
+            (RemoteFile("mnist_m.tar.gz", f"md5:{MNISTM_MD5}", extract="tar", urls=(BOX_MNISTM,)),),
+            (),
+            ".",
+            manual="unpack mnist_m.tar.gz (the official MNIST-M release, Ganin et al.) in <root>/ "
+            "so that <root>/mnist_m/mnist_m_{train,test}/*.png and "
+            "mnist_m_{train,test}_labels.txt exist",
+            notes="md5 from pytorch-adapt, not confirmed from here; the official release, "
+            "which mnist_to_mnistm reads instead of generating MNIST-M when it is there",
+        ),
+        "office31": Source(
+            "office31",
+            (
+                RemoteFile(
+                    "office31.tar.gz", f"md5:{OFFICE31_MD5}", extract="tar", urls=(BOX_OFFICE31,)
+                ),
+            ),
+            (),
+            ".",
+            manual="unpack Office-31 (domain_adaptation_images.tar.gz, Saenko et al. 2010) so "
+            "that <root>/office31/{amazon,dslr,webcam}/images/CLASS/*.jpg exist (or pass "
+            "dataset.root=<folder holding amazon/, dslr/, webcam/>)",
+            notes="md5 from pytorch-adapt, not confirmed from here",
+        ),
+        "syndigits": Source(
+            "syndigits",
+            (RemoteFile("SynthDigits.zip", None, extract="zip", urls=(GDRIVE_SYNDIGITS,)),),
+            (),
+            ".",
+            manual="unzip SynthDigits.zip (Syn Numbers, Ganin & Lempitsky 2015, linked from "
+            "http://yaroslav.ganin.net/) so that <root>/synth_train_32x32.mat and "
+            "synth_test_32x32.mat exist",
+            notes="Google Drive; checksum not published",
+        ),
+        "synsigns": Source(
+            "synsigns",
+            (RemoteFile("synthetic_data.zip", None, extract="zip", urls=(DROPBOX_SYNSIGNS,)),),
+            (),
+            ".",
+            manual="unzip synthetic_data.zip (Synthetic Signs, Moiseev et al. 2013) in <root>/ "
+            "so that <root>/synthetic_data/train_labelling.txt and train/*.png exist, or sort "
+            "the images into <root>/synsigns/CLASSID/*.png",
+            notes="Dropbox; checksum not published",
+        ),
         # torchvision's GTSRB.download (0.29) holds these URLs and md5 sums in its code
         "gtsrb": Source(
             "gtsrb",
@@ -106,8 +169,9 @@ PAIR_SOURCES: dict[str, tuple[str, ...]] = {
     "usps_to_mnist": ("usps", "mnist"),
     "mnist_to_digits": ("mnist",),
     "digits_to_mnist": ("mnist",),
-    "syndigits_to_svhn": ("svhn",),
-    "synsigns_to_gtsrb": ("gtsrb",),
+    "syndigits_to_svhn": ("syndigits", "svhn"),
+    "synsigns_to_gtsrb": ("synsigns", "gtsrb"),
+    "office31": ("office31",),
 }
 
 

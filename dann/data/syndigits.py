@@ -197,8 +197,18 @@ def generate_syndigits(data_dir: Path, seed: int, sizes: dict[str, int]) -> Doma
     )
 
 
-def load_syndigits_official(root: str, split_seed: int) -> DomainData | None:
+def syndigits_folder(root: str) -> Path:
+    """ROOT, or the one folder under it that holds the .mat files (as an archive unpacked)."""
     base = Path(root)
+    if not any((base / f).is_file() for f in SYNDIGITS_FILES.values()) and base.is_dir():
+        holding = [d for d in sorted(base.iterdir()) if (d / SYNDIGITS_FILES["train"]).is_file()]
+        if len(holding) == 1:
+            return holding[0]
+    return base
+
+
+def load_syndigits_official(root: str, split_seed: int) -> DomainData | None:
+    base = syndigits_folder(root)
     present = {k: (base / f).is_file() for k, f in SYNDIGITS_FILES.items()}
     if not any(present.values()):
         return None
