@@ -9,9 +9,10 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     # imported here so `--help` and `--cfg` stay fast
     from dann.errors import reported_as_exit
+    from dann.search import diverged_trial_fails_alone
     from dann.train import run
 
-    with reported_as_exit():
+    with reported_as_exit(), diverged_trial_fails_alone(cfg):
         summary = run(cfg)
     return summary[f"selected_{cfg.selection.metric}"]  # for Hydra sweepers that optimise
 

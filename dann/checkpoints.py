@@ -8,6 +8,10 @@
 - `AtomicCheckpointIO`: Lightning's checkpoint writer, made atomic on local disks: write to a
   temporary file in the same folder, fsync, then `os.replace` - a run killed while saving leaves
   the previous `last.ckpt` intact, never a half-written one.
+- `RunConfig` / `resume_changes`: every checkpoint keeps the run's resolved config
+  (`run_config`), so resuming with other settings lists what changed (`key: old -> new`), except
+  the settings a resume may change (`RESUME_MAY_CHANGE`: where files are, the hardware, how long
+  the run goes on, what is logged); another optimizer class is refused (`RESUME_MUST_KEEP`).
 """
 
 import os
@@ -17,13 +21,48 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from dann.errors import CheckpointError
+from dann.errors import CheckpointError, ConfigError
 
 REQUIRED_KEYS = ("state_dict", "hyper_parameters")
 SHOWN = 8  # keys listed per kind of mismatch
+RUN_CONFIG = "run_config"
+# settings (dotted prefixes) a resumed run may change without a warning: where outputs and data
+# are, the hardware it runs on, how long it goes on (p = step / the new total: the schedules
+# stretch from the resume point), what it evaluates, logs and checkpoints. Anything else (seed,
+# schedule, optimizer, method, loss, norm, selection, batch size, precision, ...) changes what
+# is trained, and a resume that changes it is warned about.
+RESUME_MAY_CHANGE = (
+    "ckpt_path",
+    "paths",
+    "keep_host_memory",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "dataset.root",
+    "dataset.data_dir",
+    "dataset.download",
+    "dataset.mirrors",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.eval_batch_size",
+    "logger",
+    "callbacks",
+)
+# settings a resume cannot change: the checkpoint's optimizer state is that optimizer's
+RESUME_MUST_KEEP = ("optimizer.optim._target_",)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -108,3 +147,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class RunConfig(pl.Callback):
+    """Writes the run's resolved config (plain types) into every checkpoint as `run_config`."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[RUN_CONFIG] = self.config
+
+
+def _flat(tree, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_settings(ckpt: dict, config: dict, hparams: dict) -> list[str]:
+    """`key: old -> new` for each setting of the resuming run's resolved `config` that differs
+    from the run that wrote `ckpt`, except those in RESUME_MAY_CHANGE. A checkpoint without a
+    `run_config` (written before runs kept it) is compared on the model's hyper-parameters
+    (`hparams`, e.g. schedule, optimizer, method) only."""
+    if RUN_CONFIG in ckpt:
+        old, new = _flat(ckpt[RUN_CONFIG]), _flat(config)
+    else:
+        old, new = _flat(ckpt.get("hyper_parameters", {})), _flat(hparams)
+    unset = "(unset)"
+    return [
+        f"{key}: {old.get(key, unset)} -> {new.get(key, unset)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, unset) != new.get(key, unset)
+        and not any(key == p or key.startswith(f"{p}.") for p in RESUME_MAY_CHANGE)
+    ]
+
+
+def resume_changes(ckpt: dict, config: dict, hparams: dict, source: str) -> list[str]:
+    """`changed_settings`, after refusing those in RESUME_MUST_KEEP with a ConfigError."""
+    changes = changed_settings(ckpt, config, hparams)
+    refused = [c for c in changes if c.startswith(RESUME_MUST_KEEP)]
+    if refused:
+        raise ConfigError(
+            f"cannot resume {source} with {'; '.join(refused)}: its optimizer state belongs to "
+            "the optimizer it was written with. Resume with that run's optimizer=..., or start "
+            "a new run (without ckpt_path)"
+        )
+    return changes

@@ -6,26 +6,36 @@
   unknown key is an error naming the closest valid one.
 - Ranges: batch sizes, learning rate, lambda, the schedules' gamma, ... out of range is an
   error naming the field and the allowed range.
-- `selection.metric` must be one of the validators' metrics.
+- `selection.metric` must be one of the validators' metrics, and the callback that logs it
+  must be configured (`selection=dev` with `~callbacks.selection_validators` is refused here,
+  not after the first epoch). Selecting on `val/target_acc` (`selection=target_oracle`) is
+  allowed, with a WARNING: it picks the checkpoint with target labels.
 
 Unknown config-group options (`dataset=nope`) are Hydra's to refuse: it lists the choices.
 """
 
 import difflib
 import inspect
+import logging
 from functools import cache
 from pathlib import Path
 
-from hydra.utils import get_object
+from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, OmegaConf
 
 from dann.errors import ConfigError
 from dann.models.norm import check_norm
 from dann.selection import NOT_SELECTABLE, VALIDATORS
 
+log = logging.getLogger(__name__)
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# selection metrics the LightningModule logs itself; every other validator's metric is logged
+# by the SelectionValidators callback (`callbacks.selection_validators`)
+LOGGED_BY_MODULE = {"val/source_acc", "val/target_acc"}
+ORACLE_METRIC = "val/target_acc"
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
-FREE_FORM = {"callbacks"}  # children are user-named; each child is checked by its _target_
+FREE_FORM = {"callbacks", "logger"}  # children user-named (logger=many); checked by _target_
 TOP_LEVEL_FILES = ("train.yaml", "evaluate.yaml")
 
 # field -> (test of an allowed value, what is allowed); checked where the field exists
@@ -82,6 +92,33 @@ def validate(cfg: DictConfig) -> None:
         )
     if selection.get("mode") not in ("min", "max"):
         raise ConfigError(f"selection.mode={selection.get('mode')!r}: choose min or max")
+    check_selection_is_logged(selection["metric"], container.get("callbacks") or {})
+    if selection["metric"] == ORACLE_METRIC:
+        log.warning(
+            "selection.metric=%s (selection=target_oracle): the checkpoint is picked with TARGET "
+            "LABELS, so the results are oracle numbers, not a domain-adaptation result",
+            ORACLE_METRIC,
+        )
+
+
+def check_selection_is_logged(metric: str, callbacks: dict) -> None:
+    """A selection metric only the SelectionValidators callback logs needs that callback."""
+    from dann.callbacks import SelectionValidators  # Lightning: only for a full config
+
+    if metric in LOGGED_BY_MODULE:
+        return
+    for node in callbacks.values():
+        target = node.get("_target_") if isinstance(node, dict) else None
+        if target and issubclass(get_class(target), SelectionValidators):
+            return
+    name = next((n for n, (m, _) in VALIDATORS.items() if m == metric), metric)
+    raise ConfigError(
+        f"selection.metric={metric} (selection={name}) is logged by the selection_validators "
+        "callback, which this config does not have (callbacks=none or "
+        "~callbacks.selection_validators). Keep it (callbacks=default, without "
+        "~callbacks.selection_validators), or select on a metric the model logs itself: "
+        "selection=source_val"
+    )
 
 
 def _get(tree: dict, dotted: str):

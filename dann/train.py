@@ -1,8 +1,10 @@
 """`run(cfg)`: validate the config, seed, build datamodule/module/trainer, fit, test, summarise.
 
 Before anything is loaded: the config is validated (`dann.config_check`), a `ckpt_path` is
-read and checked against the model, and a fresh run refuses a run directory that already
-holds another run's checkpoints (resume it with `ckpt_path=last`, or pick another directory).
+read and checked against the model (and its saved settings against the config: one WARNING
+lists what changed, `dann.checkpoints.resume_changes`), and a fresh run refuses a run directory
+that already holds another run's checkpoints (resume it with `ckpt_path=last`, or pick another
+directory).
 
 Kept apart from `@hydra.main` (in the top-level train.py) so tests can call it with a config
 composed by Hydra's compose API.
@@ -20,11 +22,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dann.callbacks import EMA, ProgressBar
 from dann.callbacks.selection import SelectionValidators, format_report
-from dann.checkpoints import check_state_dict, load_checkpoint
-from dann.config_check import validate
+from dann.checkpoints import RunConfig, check_state_dict, load_checkpoint, resume_changes
+from dann.config_check import ORACLE_METRIC, validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import CheckpointError, ConfigError
 from dann.host import keep_freed_memory
+from dann.loggers import build_loggers, log_dir, log_metrics, log_summary
 from dann.module import DALightningModule
 from dann.precision import resolve as resolve_precision
 
@@ -71,12 +74,16 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
     bars = [c for c in callbacks if isinstance(c, pl.callbacks.ProgressBar)]
     if cfg.trainer.get("enable_progress_bar", True) and not bars:
         callbacks.append(ProgressBar())
+    callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=True)))  # resume checks it
+    # no checkpoint callback configured (callbacks=none): no checkpoint, not Lightning's default
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer = instantiate(
         cfg.trainer,
         precision=precision,
-        logger=instantiate(cfg.logger),
+        logger=build_loggers(cfg.get("logger")),
         callbacks=callbacks,
         deterministic=resolve_deterministic(cfg),
+        enable_checkpointing=checkpointing and cfg.trainer.get("enable_checkpointing", True),
     )
     return datamodule, module, trainer
 
@@ -120,6 +127,15 @@ def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:
     if "loops" not in ckpt:
         raise CheckpointError(f"{newest} holds weights only, no training state to resume")
     log.info("resuming from %s", newest)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    changes = resume_changes(ckpt, config, module.hparams, str(newest))
+    if changes:
+        log.warning(
+            "resuming %s with settings that differ from the run that wrote it; the new ones "
+            "apply from here on: %s",
+            newest,
+            "; ".join(changes),
+        )
     return str(newest)
 
 
@@ -162,13 +178,14 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         module, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
     )
     test = {k: v for metrics in per_loader for k, v in metrics.items()}
+    log_dirs = [d for d in map(log_dir, trainer.loggers) if d]  # before W&B closes its run
     summary = {
         f"selected_{monitor}": val_at_best.get(monitor),
         "selected_val/target_acc": val_at_best.get("val/target_acc"),
         "test/source_acc": test.get("test/source_acc"),
         "test/target_acc": test.get("test/target_acc"),
         "checkpoint": best_path,
-        "log_dir": trainer.logger.log_dir if trainer.logger else None,
+        "log_dir": log_dirs[0] if log_dirs else None,  # the first logger's
     }
     validators = [c for c in trainer.callbacks if isinstance(c, SelectionValidators)]
     report = validators[0].report() if validators else {}
@@ -177,30 +194,32 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps({**summary, "selection": report}, indent=2))
-    if trainer.logger:
+    if trainer.loggers:
         picked = {f"selection/{k}_target_acc": r["target_acc"] for k, r in report.items()}
-        trainer.logger.log_metrics(picked, step=trainer.global_step)
+        log_metrics(trainer, picked)
         metrics = {
             f"hp/{k.replace('selected_', '')}": v
             for k, v in summary.items()
             if isinstance(v, float)
         }
-        trainer.logger.log_hyperparams(flat_hparams(cfg), metrics=metrics)
-        trainer.logger.finalize("success")
+        log_summary(trainer, flat_hparams(cfg), metrics)
 
     def fmt(v):
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
     log.info(
-        "SUMMARY best %s=%s | val/target_acc at that checkpoint=%s (oracle, reporting only) | "
+        "SUMMARY best %s=%s%s | val/target_acc at that checkpoint=%s (oracle, reporting only) | "
         "test source_acc=%s target_acc=%s | checkpoint=%s | logs=%s",
         monitor,
         fmt(summary[f"selected_{monitor}"]),
+        " (ORACLE selection: picked with target labels, not a domain-adaptation result)"
+        if monitor == ORACLE_METRIC
+        else "",
         fmt(summary["selected_val/target_acc"]),
         fmt(summary["test/source_acc"]),
         fmt(summary["test/target_acc"]),
         summary["checkpoint"],
-        Path(summary["log_dir"]) if summary["log_dir"] else None,
+        ", ".join(log_dirs) or None,
     )
     if report:
         log.info(

@@ -127,6 +127,7 @@ def dann_run(overrides, steps, warmup, as_user: bool, out: str) -> float:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from dann.loggers import build_loggers
     from dann.train import build, resolve_deterministic
 
     cfg = make_cfg(
@@ -149,7 +150,7 @@ def dann_run(overrides, steps, warmup, as_user: bool, out: str) -> float:
     trainer = pl.Trainer(
         **kwargs,
         callbacks=[timer, QuietProgressBar()],
-        logger=instantiate(cfg.logger) if as_user else False,
+        logger=build_loggers(cfg.get("logger")) if as_user else False,
         enable_checkpointing=False,
     )
     trainer.fit(module, datamodule=dm)

@@ -19,6 +19,17 @@ def data_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trackers_write_to_tmp(tmp_path_factory):
+    """logger=mlflow / wandb in any test write to a session folder, never into the checkout, and
+    make no network calls."""
+    tmp = tmp_path_factory.mktemp("trackers")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", (tmp / "mlruns").as_uri())
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("WANDB_DIR", str(tmp))
+    os.environ.setdefault("WANDB_MODE", "offline")
+
+
 # tests run in fp32 on every machine (trainer.precision=auto would pick bf16 on CPUs with native
 # bf16 and change the numbers the learning tests were measured with); a test may override it
 PINNED = ["trainer.precision=32-true"]

@@ -1,4 +1,4 @@
-"""TensorBoard analysis while training: proxy A-distance, t-SNE figures, a custom scalar layout.
+"""Analysis while training: proxy A-distance, t-SNE figures, a TensorBoard custom scalar layout.
 
 - `ProxyADistance`: `analysis/pad_inputs` once (raw inputs), `analysis/pad_features` at the
   start, every `every_n_epochs` and at the end of training.
@@ -7,7 +7,9 @@
 - `ScalarLayout`: the CUSTOM SCALARS tab: label accuracies next to the domain classifier's
   accuracy (near 0.5 = invariant features), losses, schedules, the selection validators.
 
-All work on rank 0 only and need a logger: under Lightning's `fast_dev_run` they skip.
+All work on rank 0 only and need a logger: under Lightning's `fast_dev_run` they skip. PAD goes
+to every logger; figures to those that store them (dann/loggers.py); the projector and the
+layout are TensorBoard's only. What a run's loggers cannot take is skipped with one info line.
 """
 
 import matplotlib.pyplot as plt
@@ -15,12 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from dann.analysis import MIN_PAD_SAMPLES, extract, proxy_a_distance, tsne_figure
-
-
-def _tensorboard(trainer: pl.Trainer):
-    """The SummaryWriter, when the run logs to TensorBoard."""
-    experiment = getattr(trainer.logger, "experiment", None)
-    return experiment if hasattr(experiment, "add_figure") else None
+from dann.loggers import figure_loggers, log_figure, log_metrics, tensorboard
 
 
 class _AtStartEveryAndEnd(pl.Callback):
@@ -80,7 +77,7 @@ class ProxyADistance(_AtStartEveryAndEnd):
             )
             for kind in kinds
         }
-        trainer.logger.log_metrics(pad, step=trainer.global_step)
+        log_metrics(trainer, pad)
 
 
 class FeatureTSNE(_AtStartEveryAndEnd):
@@ -89,8 +86,8 @@ class FeatureTSNE(_AtStartEveryAndEnd):
         self.projector = projector
 
     def measure(self, trainer, pl_module, at_start: bool) -> None:
-        writer = _tensorboard(trainer)
-        if writer is None:
+        loggers = figure_loggers(trainer, "analysis/tsne")
+        if not loggers:
             return
         data = extract(trainer, pl_module, self.max_samples)
         s, t = data["source"], data["target"]
@@ -98,9 +95,10 @@ class FeatureTSNE(_AtStartEveryAndEnd):
             " (start)" if at_start else ""
         )
         fig = tsne_figure(s["features"], s["labels"], t["features"], t["labels"], title, self.seed)
-        writer.add_figure("analysis/tsne", fig, trainer.global_step)
+        log_figure(loggers, "analysis/tsne", fig, trainer.global_step)
         plt.close(fig)
-        if self.projector:
+        writer = tensorboard(trainer, "the embedding projector") if self.projector else None
+        if writer is not None:
             import numpy as np
 
             features = np.concatenate([s["features"], t["features"]])
@@ -142,6 +140,6 @@ LAYOUT = {
 class ScalarLayout(pl.Callback):
     @rank_zero_only
     def on_fit_start(self, trainer, pl_module) -> None:
-        writer = _tensorboard(trainer)
+        writer = tensorboard(trainer, "the CUSTOM SCALARS layout")
         if writer is not None:
             writer.add_custom_scalars(LAYOUT)

@@ -1,4 +1,4 @@
-"""Figures logged to TensorBoard (matplotlib, headless)."""
+"""Figures logged to every logger that stores them (matplotlib, headless; dann/loggers.py)."""
 
 import matplotlib
 
@@ -7,11 +7,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
+from dann.loggers import figure_loggers, log_figure  # noqa: E402
+
 
 class DecisionBoundaryFigure(pl.Callback):
     """For 2-D inputs: the label classifier's decision regions with source (dots, coloured by
-    class) and target (crosses) test points, as `figures/decision_boundary` in TensorBoard —
-    the paper's Fig. 2 for the two moons. Drawn every `every_n_epochs` and at the end."""
+    class) and target (crosses) test points, as `figures/decision_boundary` (TensorBoard,
+    MLflow, W&B) — the paper's Fig. 2 for the two moons. Drawn every `every_n_epochs` and at
+    the end."""
 
     def __init__(self, every_n_epochs: int = 100, resolution: int = 200):
         self.every_n_epochs = every_n_epochs
@@ -47,14 +50,14 @@ class DecisionBoundaryFigure(pl.Callback):
         source, target = data.source.test, data.target.test
         if source.inputs.ndim != 2 or source.inputs.shape[1] != 2 or trainer.logger is None:
             return
+        loggers = figure_loggers(trainer, "figures/decision_boundary")
+        if not loggers:
+            return
         was_training = module.training
         module.eval()
         fig = self.figure(module, source, target)
         module.train(was_training)
-        if hasattr(trainer.logger.experiment, "add_figure"):
-            trainer.logger.experiment.add_figure(
-                "figures/decision_boundary", fig, trainer.global_step
-            )
+        log_figure(loggers, "figures/decision_boundary", fig, trainer.global_step)
         plt.close(fig)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

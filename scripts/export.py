@@ -1,0 +1,195 @@
+"""Export a checkpoint's label classifier (features + label classifier, no domain head) to
+TorchScript or ONNX, checked against the checkpoint.
+
+    python scripts/export.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt format=torchscript
+    python scripts/export.py ckpt=... format=onnx output=model.onnx
+
+The exported model takes a float32 batch with a dynamic batch dimension and returns logits
+(N, K):
+- image checkpoints: pixels (N, C, S, S), values in [0, 255] (uint8 images cast to float, RGB
+  channel order, already resized to the checkpoint's S x S; folder pairs such as office31:
+  Resize + CenterCrop as in evaluation). The training run's normalisation (/ 255, minus its mean,
+  or its mean / std) is built into the model.
+- feature checkpoints (moons, ...): the features (N, ...) as in training, unchanged.
+`<output>.json` says the same for the exported file: input shape, value range, normalisation,
+number of classes, domain and the parity check.
+
+Parity: the exported file is loaded back (torch.jit.load / onnxruntime) and run on a batch of
+`parity_batch` random inputs (another batch size than the one it was traced with); the largest
+absolute difference from the checkpoint's logits is printed, and above `tolerance` the export
+fails (exit status 2; nothing is written). ONNX needs `pip install -e ".[export]"` (onnx,
+onnxscript: torch.onnx's default dynamo exporter; onnxruntime: the check).
+"""
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from dann.errors import ConfigError, reported_as_exit
+from dann.inference import ExportedClassifier, ParityError, Predictor, load_predictor, publish
+
+log = logging.getLogger("export")
+
+FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}  # default output: <ckpt stem><this>
+TRACE_BATCH = 2  # the example batch the model is traced with (the batch dimension stays dynamic)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+def main(cfg: DictConfig) -> None:
+    with reported_as_exit():
+        export(cfg)
+
+
+def export(cfg: DictConfig) -> Path:
+    fmt = str(cfg.format)
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        onnx_modules()  # before any work: a missing package is a clear error
+    predictor = load_predictor(cfg.ckpt, cfg.domain, "cpu")
+    shape = tuple(cfg.input_shape) if cfg.input_shape else predictor.input_shape()
+    model = ExportedClassifier(predictor).eval()
+    ckpt = Path(str(cfg.ckpt))
+    output = Path(str(cfg.output)) if cfg.output else ckpt.with_name(ckpt.stem + FORMATS[fmt])
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        example = example_inputs(predictor, shape, TRACE_BATCH, seed=0)
+        (save_torchscript if fmt == "torchscript" else save_onnx)(model, example, Path(tmp))
+        x = example_inputs(predictor, shape, int(cfg.parity_batch), seed=1)
+        expected = predictor.logits(x)
+        got = (run_torchscript if fmt == "torchscript" else run_onnx)(Path(tmp), x.float())
+        diff = float((got - expected).abs().max())
+        log.info(
+            "parity on %d inputs: max |exported - checkpoint| = %.3g (tolerance %g)",
+            len(x),
+            diff,
+            cfg.tolerance,
+        )
+        if not diff <= float(cfg.tolerance):
+            raise ParityError(
+                f"the exported model's logits differ from the checkpoint's by up to {diff:.3g} "
+                f"(tolerance={cfg.tolerance}); nothing written"
+            )
+        publish(tmp, output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+    card = model_card(predictor, cfg, fmt, shape, diff)
+    output.with_name(output.name + ".json").write_text(json.dumps(card, indent=2) + "\n")
+    log.info("wrote %s (%s) and %s.json", output, fmt, output.name)
+    log.info("input: %s; output: %s", card["input"]["description"], card["output"])
+    return output
+
+
+def example_inputs(predictor: Predictor, shape: tuple, n: int, seed: int) -> torch.Tensor:
+    """Random pixels (uint8) for image checkpoints, standard normal features otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    if predictor.is_image:
+        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    return torch.randn(n, *shape, generator=g)
+
+
+def save_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        quiet_jit()
+        torch.jit.save(torch.jit.trace(model, example.float()), str(path))
+
+
+def run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings(), torch.no_grad():
+        quiet_jit()
+        return torch.jit.load(str(path), map_location="cpu")(x)
+
+
+def quiet_jit() -> None:
+    """TorchScript still works in torch 2.x but warns on every call that it is deprecated."""
+    warnings.filterwarnings("ignore", ".*torch.jit.* is deprecated", FutureWarning)
+
+
+def onnx_modules():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f'format=onnx needs onnx, onnxscript and onnxruntime ({e}): pip install -e ".[export]"'
+        ) from None
+    return onnxruntime
+
+
+def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    for name in ("onnx_ir", "onnxscript"):  # one INFO line per optimisation pass otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.onnx.export(
+        model,
+        (example.float(),),
+        str(path),
+        dynamo=True,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
+    )
+
+
+def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+    ort = onnx_modules()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(np.asarray(logits))
+
+
+def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, diff: float):
+    """What the exported model takes and returns, for the .json next to it."""
+    hp = predictor.hparams
+    if predictor.is_image:
+        scale, shift = predictor.pixel_affine()
+        transform = f"resized to {hp.image_size}x{hp.image_size}"
+        if predictor.transform is not None:
+            transform = f"Resize({hp.get('resize')}) + CenterCrop({hp.image_size})"
+        description = (
+            f"float32 pixels (N, {', '.join(map(str, shape))}), values in [0, 255], RGB order "
+            f"(grey for 1 channel), {transform}; normalisation built in"
+        )
+        normalisation = {"scale": scale.flatten().tolist(), "shift": shift.flatten().tolist()}
+    else:
+        description = f"float32 features (N, {', '.join(map(str, shape))}), as in training"
+        if predictor.fitted:
+            description += (
+                " (after the pair's preprocessing fitted on the training data, not built in: "
+                f"{', '.join(map(str, predictor.fitted))})"
+            )
+        normalisation = None
+    return {
+        "format": fmt,
+        "checkpoint": str(cfg.ckpt),
+        "dataset": hp.name,
+        "domain": cfg.domain,
+        "input": {
+            "name": "input",
+            "shape": ["N", *shape],
+            "dtype": "float32",
+            "description": description,
+            "normalisation (inside the model: x * scale + shift)": normalisation,
+        },
+        "output": f"logits (N, {predictor.num_classes}); softmax gives class probabilities",
+        "num_classes": predictor.num_classes,
+        "parity": {"max_abs_diff": diff, "tolerance": float(cfg.tolerance)},
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Predict classes with a checkpoint: one CSV row per image (or per row of an .npz array).
+
+    python scripts/predict.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt input=photos/
+    python scripts/predict.py ckpt=... input=digit.png output=pred.csv batch_size=512 device=cpu
+    python scripts/predict.py ckpt=... input=arrays.npz
+
+`input`: an image file, a folder (its image files, recursively, sorted) or an .npz holding an
+array `x`: images (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, uint8 in [0, 255] or
+float in [0, 1]; for feature checkpoints (e.g. moons) float features (N, F). Inputs get the
+checkpoint's own preprocessing (dann/inference.py: its channels, image size and normalisation).
+
+The CSV (default: <input>_predictions.csv next to the input) has the columns path, predicted
+(class index) and prob_0 .. prob_<K-1> (softmax probabilities); .npz rows are named
+`<file>.npz[i]`. Files that cannot be read are skipped and listed at the end (and in the log in
+the run dir, outputs/predict/<date>/); the CSV is written to a temporary file and renamed into
+place at the end, so a run stopped half-way leaves no partial CSV. A missing or bad checkpoint
+or input is an error message and exit status 2.
+"""
+
+import csv
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from dann.data.folders import _image_files
+from dann.errors import DannError, DataError, InvalidDataError, reported_as_exit
+from dann.inference import Predictor, images_from_array, load_predictor, publish
+
+log = logging.getLogger("predict")
+
+READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for unreadable images
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    with reported_as_exit():
+        predict(cfg)
+
+
+def predict(cfg: DictConfig) -> None:
+    if int(cfg.batch_size) < 1:
+        raise InvalidDataError(f"batch_size={cfg.batch_size}: must be 1 or more")
+    source = Path(str(cfg.input))
+    if not source.exists():
+        raise DataError(f"input={source} does not exist: give an image file, a folder or an .npz")
+    predictor = load_predictor(cfg.ckpt, cfg.domain, cfg.device)
+    output = Path(str(cfg.output)) if cfg.output else default_output(source)
+    skipped: list[tuple[str, str]] = []
+    if source.suffix == ".npz":
+        batches, total = npz_batches(predictor, source, int(cfg.batch_size))
+    else:
+        files = _image_files(source) if source.is_dir() else [source]
+        if not files:
+            raise DataError(f"no image files in {source} (looked for *.png, *.jpg, ... inside)")
+        if not predictor.is_image:
+            raise InvalidDataError(
+                f"{cfg.ckpt} takes feature vectors ({predictor.hparams.name}), not images: "
+                "pass input=<file>.npz holding an array x of shape (N, F)"
+            )
+        batches, total = image_batches(predictor, files, int(cfg.batch_size), skipped), len(files)
+    n = write_csv(output, predictor, batches, total)
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    if not n:
+        raise InvalidDataError(f"none of the {total} inputs could be read; no CSV written")
+    log.info(
+        "wrote %d predictions to %s%s",
+        n,
+        output,
+        f" ({len(skipped)} unreadable file(s) skipped, listed above)" if skipped else "",
+    )
+
+
+def default_output(source: Path) -> Path:
+    """<input>_predictions.csv next to the input (a folder's: beside it, not inside)."""
+    source = source.resolve() if source.name in ("", ".", "..") else source
+    return source.with_name(f"{source.stem if source.is_file() else source.name}_predictions.csv")
+
+
+def image_batches(
+    predictor: Predictor, files: list[Path], batch_size: int, skipped: list
+) -> Iterator[tuple[list[str], torch.Tensor | None, int]]:
+    """(names, pixels, inputs consumed) per batch of files; unreadable files go to `skipped`."""
+    from PIL import Image
+
+    for i in range(0, len(files), batch_size):
+        names, pixels = [], []
+        for path in files[i : i + batch_size]:
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    pixels.append(predictor.pixels(image))
+            except (*READ_ERRORS, Image.DecompressionBombError) as e:
+                skipped.append((str(path), f"{type(e).__name__}: {e}"))
+                continue
+            names.append(str(path))
+        yield names, torch.stack(pixels) if pixels else None, len(files[i : i + batch_size])
+
+
+def npz_batches(predictor: Predictor, source: Path, batch_size: int):
+    """Batches of the .npz array `x` (checked whole first), and its length."""
+    try:
+        with np.load(source, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise InvalidDataError(
+                    f"{source} has no array named x (it has: {', '.join(arrays.files) or 'none'})"
+                )
+            x = arrays["x"]
+    except (OSError, ValueError, EOFError) as e:
+        raise InvalidDataError(f"cannot read {source} as an .npz: {type(e).__name__}: {e}") from e
+    if predictor.is_image:
+        images = images_from_array(x, str(source))
+
+        def prepare(rows: np.ndarray) -> torch.Tensor:
+            from PIL import Image
+
+            grey = rows.shape[-1] == 1
+            return torch.stack(
+                [predictor.pixels(Image.fromarray(r[..., 0] if grey else r)) for r in rows]
+            )
+
+    else:
+        if predictor.fitted:
+            raise InvalidDataError(
+                f"{predictor.hparams.name} checkpoints apply preprocessing fitted on their "
+                f"training data ({', '.join(map(str, predictor.fitted))}) to raw files, and "
+                "predict.py does not: it cannot predict for this pair yet"
+            )
+        if x.ndim < 2 or not (np.issubdtype(x.dtype, np.floating) or x.dtype.kind in "iu"):
+            raise InvalidDataError(
+                f"{source}: x has shape {x.shape} and dtype {x.dtype}; this checkpoint "
+                f"({predictor.hparams.name}) takes float features (N, F)"
+            )
+        images = x
+
+        def prepare(rows: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+
+    def batches():
+        for i in range(0, len(images), batch_size):
+            rows = images[i : i + batch_size]
+            names = [f"{source}[{j}]" for j in range(i, i + len(rows))]
+            yield names, prepare(rows), len(rows)
+
+    return batches(), len(images)
+
+
+def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
+    """Predict every batch into a temporary CSV, renamed to `output` once complete (none is
+    left if nothing was predicted); returns the number of rows."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    rows = 0
+    try:
+        with (
+            os.fdopen(fd, "w", newline="") as f,
+            tqdm(total=total, unit="input", disable=None) as bar,
+        ):
+            writer = csv.writer(f)
+            writer.writerow(
+                ["path", "predicted", *(f"prob_{k}" for k in range(predictor.num_classes))]
+            )
+            for names, x, consumed in batches:
+                if names:
+                    logits = run_model(predictor, x)
+                    probs, best = logits.softmax(dim=1).tolist(), logits.argmax(dim=1).tolist()
+                    for name, k, p in zip(names, best, probs, strict=True):
+                        writer.writerow([name, k, *(f"{v:.8g}" for v in p)])
+                    rows += len(names)
+                bar.update(consumed)
+        if rows:
+            publish(tmp, output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return rows
+
+
+def run_model(predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
+    """Logits; a shape the model cannot take is the user's error, with the shape it expects."""
+    try:
+        return predictor.logits(x)
+    except RuntimeError as e:
+        if "shape" not in str(e) and "size" not in str(e):
+            raise
+        try:
+            expected = f" (N, {', '.join(map(str, predictor.input_shape()))})"
+        except DannError:
+            expected = ""
+        raise InvalidDataError(
+            f"inputs of shape {tuple(x.shape)} do not fit this {predictor.hparams.name} model"
+            f"{expected}: {str(e).splitlines()[0]}"
+        ) from None
+
+
+if __name__ == "__main__":
+    main()

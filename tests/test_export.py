@@ -1,0 +1,115 @@
+"""scripts/export.py: the label classifier as TorchScript / ONNX, equal to the checkpoint."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from test_predict import fast_dev_checkpoint, load_script, reference_model
+
+from dann.errors import reported_as_exit
+
+ROOT = Path(__file__).resolve().parents[1]
+export_script = load_script("export")
+ONNX_MISSING = [
+    m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None
+]
+
+
+@pytest.fixture(scope="module")
+def mnist_ckpt(tmp_path_factory, data_dir) -> Path:
+    """mnist_to_mnistm with DSBN: BatchNorm statistics and parameters per domain."""
+    out = tmp_path_factory.mktemp("mnist")
+    return fast_dev_checkpoint(out, data_dir, "backbone=lenet_dann_bn", "norm=domain_specific")
+
+
+def export_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("export", overrides=list(overrides))
+
+
+def new_pixels(n: int) -> torch.Tensor:
+    """Inputs other than the parity batch (another seed and batch size)."""
+    g = torch.Generator().manual_seed(1234)
+    return torch.randint(0, 256, (n, 3, 28, 28), generator=g, dtype=torch.uint8)
+
+
+def test_torchscript_export_from_the_command_line(mnist_ckpt, tmp_path):
+    out = tmp_path / "model.pt"
+    cmd = [sys.executable, str(ROOT / "scripts" / "export.py"), f"ckpt={mnist_ckpt}"]
+    cmd += ["format=torchscript", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max |exported - checkpoint|" in proc.stdout + proc.stderr
+
+    model = torch.jit.load(str(out))
+    # features + label classifier + the normalisation; no domain head
+    assert {k.split(".")[0] for k in model.state_dict()} == {
+        "features",
+        "classifier",
+        "scale",
+        "shift",
+    }
+    _, reference = reference_model(mnist_ckpt)
+    x = new_pixels(5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.float()), reference(x), atol=1e-5, rtol=0)
+    card = json.loads(out.with_name("model.pt.json").read_text())
+    assert card["input"]["shape"] == ["N", 3, 28, 28] and card["num_classes"] == 10
+    assert card["parity"]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.skipif(
+    bool(ONNX_MISSING), reason=f"not installed: {', '.join(ONNX_MISSING)} (extra: export)"
+)
+def test_onnx_export_runs_in_onnxruntime_with_a_dynamic_batch(mnist_ckpt, tmp_path):
+    import onnxruntime as ort
+
+    out = export_script.export(export_cfg(f"ckpt={mnist_ckpt}", "format=onnx"))
+    assert out == mnist_ckpt.with_name("model.onnx")  # default: next to the checkpoint
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (spec,) = session.get_inputs()
+    assert not isinstance(spec.shape[0], int) and spec.shape[1:] == [3, 28, 28]
+    _, reference = reference_model(mnist_ckpt)
+    for n in (1, 7):
+        x = new_pixels(n)
+        (logits,) = session.run(None, {spec.name: x.float().numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), reference(x), atol=1e-5, rtol=0)
+
+
+def test_export_keeps_the_requested_domains_batch_norm(mnist_ckpt, tmp_path):
+    """Each domain has its own BatchNorm; domain=source exports the source one (the layers
+    default to the target's, which the other tests export)."""
+    out = tmp_path / "source.pt"
+    export_script.export(export_cfg(f"ckpt={mnist_ckpt}", "domain=source", f"output={out}"))
+    _, reference = reference_model(mnist_ckpt)
+    x = new_pixels(4)
+    with torch.no_grad():
+        logits = torch.jit.load(str(out))(x.float())
+    # after one training step the domains' logits differ little (small random-init logits)
+    assert (reference(x, 0) - reference(x, 1)).abs().max() > 1e-4
+    torch.testing.assert_close(logits, reference(x, 0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["format=tflite"], "choose one of torchscript, onnx"),
+        (["ckpt={tmp}/missing.ckpt"], "missing.ckpt"),
+        (["domain=both"], "choose source or target"),
+        (["tolerance=-1", "output={tmp}/m.pt"], "nothing written"),  # parity fails
+    ],
+)
+def test_export_bad_input_is_a_clear_error(overrides, message, mnist_ckpt, tmp_path, capsys):
+    args = [o.format(tmp=tmp_path) for o in [f"ckpt={mnist_ckpt}", *overrides]]
+    with pytest.raises(SystemExit) as exit_, reported_as_exit():
+        export_script.export(export_cfg(*args))
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

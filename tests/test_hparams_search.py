@@ -1,0 +1,228 @@
+"""Label-free hyper-parameter search (configs/hparams_search/, dann/search.py): a real tiny
+Optuna search from the command line, its report, resuming its study, and the oracle guard."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+NO_EXTRA = "the optuna extra is not installed: pip install -e '.[optuna]'"
+pytest.importorskip("optuna", reason=NO_EXTRA)
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=NO_EXTRA)
+
+import optuna  # noqa: E402
+
+from dann.config_check import validate  # noqa: E402
+from dann.errors import DivergenceError  # noqa: E402
+from dann.search import (  # noqa: E402
+    RESULT_FILE,
+    SearchReport,
+    TrialDiverged,
+    diverged_trial_fails_alone,
+    searched_keys,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ["dann_optuna", "cdan_optuna"]
+# a trial = 2 training steps on 100 moons points, one validation and one test batch
+FAST = [
+    "dataset=moons",
+    "trainer=cpu",
+    "trainer.precision=32-true",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "dataset.train_size=100",
+    "dataset.eval_size=100",
+    "callbacks.feature_tsne.max_samples=20",
+    "callbacks.proxy_a_distance.max_samples=50",
+    "callbacks.selection_validators.max_samples=50",
+]
+
+
+def search(sweep: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=dann_optuna", *FAST]
+    cmd += [*args, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "DANN_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def compose_search(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def study(sweep: Path) -> optuna.Study:
+    return optuna.load_study(study_name="dann", storage=f"sqlite:///{sweep}/optuna.db")
+
+
+def same(params: dict) -> str:
+    """Trial parameters as Optuna stores them ('[100]') and as a run's overrides give them."""
+    return json.dumps({k: str(v).replace(" ", "") for k, v in params.items()}, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, data_dir):
+    """A 2-trial search; returns (process, sweep dir, result file contents)."""
+    sweep = tmp_path_factory.mktemp("search") / "sweep"
+    proc = search(sweep, data_dir, "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = OmegaConf.to_container(OmegaConf.load(sweep / RESULT_FILE))
+    return proc, sweep, result
+
+
+def test_search_runs_trials_on_the_label_free_objective(searched):
+    _, sweep, result = searched
+    assert result["n_trials"] == 2 and result["n_failed"] == 0
+    assert result["objective"] == "val/source_acc" and result["direction"] == "maximize"
+    assert result["label_free"] is True and result["oracle_objective"] is False
+    # what Optuna recorded for each trial is that run's selected val/source_acc, read back from
+    # the run's own summary.json (not test/target_acc, which uses target labels)
+    trials = study(sweep).trials
+    assert len(trials) == 2 and study(sweep).direction == optuna.study.StudyDirection.MAXIMIZE
+    by_params = {same(t.params): t.value for t in trials}
+    for row in result["trials"]:
+        summary = json.loads((sweep / row["trial"] / "summary.json").read_text())
+        assert row["value"] == pytest.approx(summary["selected_val/source_acc"])
+        assert by_params[same(row["params"])] == pytest.approx(row["value"])
+        # the sampled values reached the run's config, inside the preset's ranges
+        run_cfg = OmegaConf.load(sweep / row["trial"] / ".hydra" / "config.yaml")
+        assert run_cfg.schedule.lambda_max == row["params"]["schedule.lambda_max"]
+        assert 0.1 <= run_cfg.schedule.lambda_max <= 1.0 and 2.0 <= run_cfg.schedule.gamma <= 20
+        assert 1e-3 <= run_cfg.optimizer.optim.lr <= 0.1
+        assert list(run_cfg.backbone.domain_head.hidden) in ([100], [500], [1024, 1024])
+    best = max(result["trials"], key=lambda r: r["value"])
+    assert result["best"]["trial"] == best["trial"]
+    assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(
+        best["value"]
+    )
+
+
+def test_search_report_names_best_trial_overrides_and_oracle_target_acc(searched):
+    proc, sweep, result = searched
+    best = result["best"]
+    report = [line for line in proc.stdout.splitlines() if line.startswith("SEARCH ")]
+    assert any("label-free: no target labels" in line for line in report)
+    assert f"SEARCH best trial {best['trial']}: val/source_acc={best['value']:.4f}" in report
+    assert f"SEARCH best overrides: {' '.join(map(shlex.quote, best['overrides']))}" in report
+    assert shlex.split(result["resume"])[-1] == f"hydra.sweep.dir={sweep}"
+    assert "optimizer.optim.lr=" in next(line for line in report if "best params:" in line)
+    target = f"SEARCH best test/target_acc={best['oracle_test_target_acc']:.4f} (oracle,"
+    assert any(line.startswith(target) for line in report)
+    assert not any("ORACLE" in line for line in report)  # a label-free objective
+
+
+def test_search_resumes_its_study_in_the_same_sweep_dir(searched, data_dir):
+    _, sweep, first = searched
+    proc = search(sweep, data_dir, "hydra.sweeper.n_trials=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(study(sweep).trials) == 3  # 2 + 1: the study continued
+    result = OmegaConf.load(sweep / RESULT_FILE)
+    assert result.n_trials == 3 and len({r.trial for r in result.trials}) == 3
+    assert {r["trial"] for r in first["trials"]} < {r.trial for r in result.trials}
+
+
+def test_oracle_objective_is_refused_without_the_flag(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = search(sweep, data_dir, "selection=target_oracle", "hydra.sweeper.n_trials=1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = "error: the search objective selection.metric=val/target_acc uses target labels"
+    assert error in proc.stderr and "hparams_search.allow_oracle_objective=true" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not sweep.exists()  # stopped before the study or any trial
+
+
+def test_oracle_objective_with_the_flag_says_oracle_everywhere(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    cfg = compose_search(
+        "hparams_search=dann_optuna",
+        "selection=target_oracle",
+        "hparams_search.allow_oracle_objective=true",
+        f"hydra.sweep.dir={sweep}",
+    )
+    SearchReport().on_multirun_start(cfg)  # allowed
+    assert sweep.is_dir()
+    for name, acc in (("0", 0.6), ("1", 0.8)):  # two finished trials, as the runs leave them
+        (sweep / name / ".hydra").mkdir(parents=True)
+        OmegaConf.save([f"optimizer.optim.lr={acc / 10}"], sweep / name / ".hydra/overrides.yaml")
+        summary = {"selected_val/target_acc": acc, "test/target_acc": acc - 0.1}
+        (sweep / name / "summary.json").write_text(json.dumps(summary))
+    SearchReport().on_multirun_end(cfg)
+    report = [line for line in capsys.readouterr().out.splitlines() if line.startswith("SEARCH")]
+    assert "ORACLE: uses target labels" in report[0] and len(report) == 8
+    assert all(line.startswith("SEARCH (ORACLE objective) ") for line in report), report
+    result = OmegaConf.load(sweep / RESULT_FILE)
+    assert result.oracle_objective is True and result.label_free is False
+    assert result.best.trial == "1" and result.best.params == {"optimizer.optim.lr": 0.08}
+
+
+@pytest.mark.parametrize(
+    ("selection", "direction"), [("source_val", "maximize"), ("entropy", "minimize")]
+)
+def test_direction_follows_the_selection_mode(selection, direction, tmp_path, capsys):
+    cfg = compose_search(
+        "hparams_search=dann_optuna", f"selection={selection}", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert cfg.hydra.sweeper.direction == direction
+    SearchReport().on_multirun_start(cfg)
+    opposite = {"maximize": "minimize", "minimize": "maximize"}[direction]
+    cfg = compose_search(
+        "hparams_search=dann_optuna",
+        f"selection={selection}",
+        f"hydra.sweeper.direction={opposite}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    with pytest.raises(SystemExit):
+        SearchReport().on_multirun_start(cfg)
+    assert "disagrees with selection.mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_search_real_keys_and_pass_validation(preset, tmp_path, make_cfg):
+    cfg = compose_search(f"hparams_search={preset}", f"hydra.sweep.dir={tmp_path}")
+    keys = searched_keys(cfg)
+    assert {"schedule.lambda_max", "schedule.gamma", "optimizer.optim.lr"} <= set(keys)
+    assert "backbone.domain_head.hidden" in keys
+    for key in keys:  # each searched key exists in the composed run config
+        assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key
+    if preset == "cdan_optuna":
+        assert cfg.method._target_ == "dann.methods.CDAN"
+        assert "method.entropy_conditioning" in keys
+    assert cfg.hydra.sweeper.storage == f"sqlite:///{tmp_path}/optuna.db"
+    validate(make_cfg(f"hparams_search={preset}"))  # the config check knows the preset's keys
+
+
+def test_without_multirun_the_preset_asks_for_minus_m(capsys):
+    cfg = compose_search("hparams_search=dann_optuna")
+    with pytest.raises(SystemExit):
+        SearchReport().on_run_start(cfg)
+    assert "error: hparams_search=dann_optuna runs a search of many trials: add -m" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_diverged_trial_fails_alone_and_other_failures_stop_the_search(capsys):
+    in_search = OmegaConf.create({"hparams_search": {"allow_oracle_objective": False}})
+    with pytest.raises(TrialDiverged, match="non-finite"):  # a failed trial; the search goes on
+        with diverged_trial_fails_alone(in_search):
+            raise DivergenceError("the training loss became non-finite")
+    with pytest.raises(DivergenceError):  # a plain run: train.py reports it and exits 2
+        with diverged_trial_fails_alone(OmegaConf.create({"hparams_search": None})):
+            raise DivergenceError("the training loss became non-finite")
+    assert compose_search("hparams_search=dann_optuna").hydra.sweeper.max_failure_rate == 1.0
+
+    job = OmegaConf.create({"hydra": {"runtime": {"output_dir": "sweep/0"}}})
+    report = SearchReport()
+    report.on_job_end(job, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    report.on_job_end(job, JobReturn(status=JobStatus.FAILED, _return_value=TrialDiverged("x")))
+    with pytest.raises(SystemExit):
+        report.on_job_end(job, JobReturn(status=JobStatus.FAILED, _return_value=KeyError("bug")))
+    assert "error: trial sweep/0 failed: 'bug'" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""scripts/predict.py: a checkpoint's class predictions as a CSV, for image files, folders and
+.npz arrays, with the checkpoint's own preprocessing."""
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from dann.errors import reported_as_exit
+from dann.module import DALightningModule
+from dann.train import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+predict_script = load_script("predict")
+
+
+def fast_dev_checkpoint(out: Path, data_dir: Path, *overrides: str) -> Path:
+    """A checkpoint written after one training step (fast_dev_run)."""
+    cfg = compose_cfg(["trainer.fast_dev_run=true", "callbacks=none", *overrides], out, data_dir)
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    path = out / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def reference_model(path: Path):
+    """The checkpoint's module, and its logits for uint8 pixels (N, C, 28, 28) of `domain` (1:
+    target), preprocessed here as training does: / 255, minus the saved per-channel mean."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    module = DALightningModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    mean = ckpt["DomainAdaptationDataModule"]["mean"]
+
+    @torch.no_grad()
+    def logits(pixels: torch.Tensor, domain: int = 1) -> torch.Tensor:
+        x = pixels.float() / 255
+        if mean is not None:
+            x = x - torch.tensor(mean).view(1, -1, 1, 1)
+        return module(x, domain)
+
+    return module, logits
+
+
+@pytest.fixture(scope="module")
+def mnist_ckpt(tmp_path_factory, data_dir) -> Path:
+    """mnist_to_mnistm: RGB 28x28 inputs, pooled-mean normalisation."""
+    return fast_dev_checkpoint(tmp_path_factory.mktemp("mnist"), data_dir)
+
+
+@pytest.fixture(scope="module")
+def moons_ckpt(tmp_path_factory, data_dir) -> Path:
+    return fast_dev_checkpoint(tmp_path_factory.mktemp("moons"), data_dir, "experiment=moons")
+
+
+def predict_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("predict", overrides=list(overrides))
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(paths, predicted classes, probabilities (N, K))."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    probs = np.array([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    return [r["path"] for r in rows], np.array([int(r["predicted"]) for r in rows]), probs
+
+
+def test_predict_folder_skips_a_corrupt_file_and_predicts_the_rest(mnist_ckpt, tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    grey = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    for i, image in enumerate(grey):
+        Image.fromarray(image).save(folder / f"digit{i}.png")
+    Image.fromarray(rgb).save(folder / "sub" / "colour.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "notes.txt").write_text("not an image, not listed")
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "predict.py"), f"ckpt={mnist_ckpt}"]
+    cmd += [f"input={folder}", "batch_size=2", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for log in (proc.stdout + proc.stderr, (run_dir / "predict.log").read_text()):
+        assert "skipped" in log and "broken.png" in log
+    paths, predicted, probs = read_csv(tmp_path / "photos_predictions.csv")  # next to the input
+    expected = [*(f"{folder}/digit{i}.png" for i in range(4)), f"{folder}/sub/colour.png"]
+    assert paths == expected
+    assert probs.shape == (5, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # grey PNGs are repeated to the model's 3 channels, as training repeats MNIST's
+    pixels = torch.cat(
+        [
+            torch.from_numpy(grey)[:, None].expand(-1, 3, -1, -1),
+            torch.from_numpy(rgb).permute(2, 0, 1)[None],
+        ]
+    )
+    _, logits = reference_model(mnist_ckpt)
+    reference = logits(pixels)
+    assert predicted.tolist() == reference.argmax(dim=1).tolist()
+    np.testing.assert_allclose(probs, reference.softmax(dim=1).numpy(), atol=1e-6)
+
+
+def test_predict_npz_layouts_and_dtypes_give_the_same_predictions(mnist_ckpt, tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 28, 28, 3), dtype=np.uint8)  # (N, H, W, C) uint8
+    np.savez(tmp_path / "nhwc.npz", x=images)
+    np.savez(tmp_path / "nchw.npz", x=images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    results = {}
+    for name in ("nhwc", "nchw"):
+        out = tmp_path / f"{name}.csv"
+        cfg = predict_cfg(f"ckpt={mnist_ckpt}", f"input={tmp_path / name}.npz", f"output={out}")
+        predict_script.predict(cfg)
+        results[name] = read_csv(out)
+    paths, predicted, probs = results["nhwc"]
+    assert paths == [f"{tmp_path}/nhwc.npz[{i}]" for i in range(5)]
+    np.testing.assert_allclose(results["nchw"][2], probs, atol=1e-7)
+    _, logits = reference_model(mnist_ckpt)
+    reference = logits(torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert predicted.tolist() == reference.argmax(dim=1).tolist()
+    np.testing.assert_allclose(probs, reference.softmax(dim=1).numpy(), atol=1e-6)
+
+
+def test_predict_npz_features_for_a_feature_checkpoint(moons_ckpt, tmp_path):
+    x = np.random.default_rng(2).normal(size=(7, 2)).astype(np.float32)
+    np.savez(tmp_path / "points.npz", x=x)
+    predict_script.predict(predict_cfg(f"ckpt={moons_ckpt}", f"input={tmp_path}/points.npz"))
+    paths, predicted, probs = read_csv(tmp_path / "points_predictions.csv")
+    module, _ = reference_model(moons_ckpt)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(x), 1).softmax(dim=1)
+    assert len(paths) == 7 and probs.shape == (7, 2)
+    assert predicted.tolist() == reference.argmax(dim=1).tolist()
+    np.testing.assert_allclose(probs, reference.numpy(), atol=1e-6)
+
+
+def test_a_run_stopped_half_way_leaves_no_csv(mnist_ckpt, tmp_path):
+    from dann.inference import load_predictor
+
+    predictor = load_predictor(mnist_ckpt)
+    pixels = torch.zeros(2, 3, 28, 28, dtype=torch.uint8)
+
+    def batches():
+        yield ["a", "b"], pixels, 2
+        raise KeyboardInterrupt
+
+    out = tmp_path / "preds.csv"
+    with pytest.raises(KeyboardInterrupt):
+        predict_script.write_csv(out, predictor, batches(), total=4)
+    assert list(tmp_path.iterdir()) == []  # neither the CSV nor its temporary file
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["ckpt={tmp}/nope.ckpt", "input={tmp}"], "nope.ckpt"),
+        (["input={tmp}/missing"], "does not exist"),
+        (["input={tmp}/x.npz", "domain=sideways"], "choose source or target"),
+        (["input={tmp}/x.npz", "device=tpu"], "choose auto, cpu, cuda or cuda:N"),
+        (["input={tmp}/x.npz", "ckpt={moons}"], "do not fit this moons model (N, 2)"),
+        (["input={tmp}/broken.png"], "none of the 1 inputs could be read"),
+    ],
+)
+def test_predict_bad_input_is_a_clear_error(
+    overrides, message, mnist_ckpt, moons_ckpt, tmp_path, capsys
+):
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 28, 28), dtype=np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    args = [o.format(tmp=tmp_path, moons=moons_ckpt) for o in [f"ckpt={mnist_ckpt}", *overrides]]
+    with pytest.raises(SystemExit) as exit_, reported_as_exit():
+        predict_script.predict(predict_cfg(*args))
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_folder_pair_images_get_the_pairs_evaluation_transform():
+    """office31/folder checkpoints: pixels() + prepare() == the pair's eval transform."""
+    from dann.data import DomainAdaptationDataModule
+    from dann.data.folders import folder_transforms
+    from dann.inference import Predictor
+
+    datamodule = DomainAdaptationDataModule(
+        "folder", channels=3, image_size=32, resize=40, norm_mean=[0.5, 0.4, 0.3]
+    )
+    predictor = Predictor(None, datamodule, 1, torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    pixels = predictor.pixels(image)
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.uint8
+    expected = folder_transforms(datamodule.spec)[1](image)
+    torch.testing.assert_close(predictor.prepare(pixels[None])[0], expected)
