@@ -58,8 +58,10 @@ def tsne_figure(
     seed: int = 0,
 ) -> plt.Figure:
     """Two panels of one t-SNE embedding: by domain, and by class (o source, x target)."""
-    xy = TSNE(2, init="pca", perplexity=30, random_state=seed).fit_transform(
-        np.concatenate([source, target]).reshape(len(source) + len(target), -1)
+    n = len(source) + len(target)
+    perplexity = min(30.0, n - 1.0)  # t-SNE needs perplexity < samples (small validation sets)
+    xy = TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(
+        np.concatenate([source, target]).reshape(n, -1)
     )
     s, t = xy[: len(source)], xy[len(source) :]
     fig, (by_domain, by_class) = plt.subplots(1, 2, figsize=(10, 4.5))

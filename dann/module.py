@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from dann.data.datamodule import DOMAINS
+from dann.data.registry import UNLABELLED
 from dann.methods.base import AdaptationMethod
 from dann.models.heads import mlp_head
 from dann.models.norm import (
@@ -246,8 +247,10 @@ class DALightningModule(pl.LightningModule):
         features = self.features(x, dataloader_idx)
         metric = self.eval_acc[domain]
         logits = self.classifier(features)
-        metric(logits, y)
-        self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
+        known = y != UNLABELLED  # a target file without labels: its accuracy is not reported
+        if known.all():
+            metric(logits, y)
+            self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
         d = self.method.domain_logits(features, logits=logits)
         if d is not None:
             # probabilities, not logits: torchmetrics only applies a sigmoid if some value is

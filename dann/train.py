@@ -17,7 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dann.callbacks import EMA, ProgressBar
@@ -54,6 +54,9 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         **OmegaConf.to_container(cfg.dataset, resolve=True),
         train_on_target_labels=method_cls.trains_on_target_labels,
     )
+    # dataset.input_size / num_classes left null (tables, sequences, text): read from the data
+    with open_dict(cfg):
+        cfg.dataset.update(datamodule.sizes_from_data())
     precision, channels_last = resolve_precision(
         cfg.trainer.precision, cfg.trainer.accelerator, cfg.backbone.get("channels_last")
     )

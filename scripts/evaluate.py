@@ -32,6 +32,7 @@ from torchmetrics.classification import (  # noqa: E402
 from dann.checkpoints import load_checkpoint, load_state_checked  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
+from dann.data.registry import UNLABELLED  # noqa: E402
 from dann.errors import reported_as_exit  # noqa: E402
 from dann.module import DALightningModule  # noqa: E402
 
@@ -73,8 +74,12 @@ def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
             batch = apply_to_collection(batch, torch.Tensor, lambda t: t.to(module.device))
             x, y = datamodule.on_after_batch_transfer(batch, idx)
             logits = module(x, idx)  # each domain with its own normalisation statistics
-            for metric in (accuracy, per_class, confusion):
-                metric.update(logits, y)
+            known = y != UNLABELLED  # a target file without labels: nothing to score
+            for metric in (accuracy, per_class, confusion) if known.any() else ():
+                metric.update(logits[known], y[known])
+        if not confusion.confmat.sum():
+            results[domain] = {"accuracy": None, "n": 0, "note": "no labels in this split"}
+            continue
         results[domain] = {
             "accuracy": float(accuracy.compute()),
             "per_class_accuracy": per_class.compute().tolist(),
@@ -109,6 +114,9 @@ def _evaluate(cfg: DictConfig) -> None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     for domain, r in results.items():
+        if r["n"] == 0:
+            log.info("%s %s %s: no labels, not scored", datamodule.hparams.name, domain, cfg.split)
+            continue
         fig, ax = r.pop("_confusion").plot()
         ax.set_title(f"{datamodule.hparams.name} {domain} {cfg.split}: acc {r['accuracy']:.4f}")
         fig.savefig(out / f"confusion_{domain}.png", dpi=120, bbox_inches="tight")

@@ -18,6 +18,7 @@ resumes on exactly the batch it would have drawn next.
 """
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -28,9 +29,9 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from dann.data.download import fetch
-from dann.data.registry import DomainData, PairData, PairSpec, Split, get_pair
+from dann.data.registry import UNLABELLED, DomainData, PairData, PairSpec, Split, get_pair
 from dann.data.sources import sources_for
-from dann.errors import ConfigError
+from dann.errors import ConfigError, InvalidDataError
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +212,31 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             return
         hp = self.hparams
         pair, self._prepared = self._prepared or self.loader(self.spec), None
-        if pair.num_classes != hp.num_classes:
+        if hp.num_classes is not None and pair.num_classes != hp.num_classes:
             raise ValueError(
                 f"dataset {hp.name} has {pair.num_classes} classes but "
                 f"dataset.num_classes={hp.num_classes}"
             )
-        pair = PairData(self._adapt(pair.source), self._adapt(pair.target), pair.num_classes)
+        pair = replace(pair, source=self._adapt(pair.source), target=self._adapt(pair.target))
         if hp.train_on_target_labels:
             log.warning("TARGET ORACLE: the labelled training stream is the target training set")
+            target_train = pair.target.train
+            if isinstance(target_train, Split) and (target_train.labels == UNLABELLED).any():
+                raise InvalidDataError(
+                    f"method=target_oracle trains on the target labels, and {hp.name}'s target "
+                    "training set has none: give a target file with the label column, or "
+                    "choose another method"
+                )
         trains = [pair.source.train, pair.target.train]
+        world = self.trainer.world_size if self.trainer else 1
+        for domain, split in zip(DOMAINS, trains, strict=True):
+            too_small = isinstance(split, Split) and len(split) < hp.batch_size * world
+            if stage == "fit" and too_small:
+                raise ConfigError(
+                    f"dataset.batch_size={hp.batch_size} (x {world} process(es)) is more than the "
+                    f"{len(split)} {domain} training examples of {hp.name}: no whole batch, an "
+                    "empty epoch; lower dataset.batch_size"
+                )
         if all(isinstance(s, Split) and s.is_image for s in trains):
             if hp.normalize == "pooled_mean":
                 pooled = torch.cat([s.inputs for s in trains])
@@ -238,6 +255,26 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                 len(d.val),
                 len(d.test),
             )
+
+    def sizes_from_data(self) -> dict[str, int]:
+        """The `input_size` and `num_classes` the dataset config leaves to the data (null there:
+        tables, sequences, text), read from the pair, which is loaded once here and kept for
+        `setup`; recorded in the hyper-parameters, so checkpoints hold the numbers."""
+        wanted = [k for k in ("input_size", "num_classes") if k in self.hparams]
+        wanted = [k for k in wanted if self.hparams[k] is None]
+        if not wanted:
+            return {}
+        if self._prepared is None:
+            self._prepared = self.loader(self.spec)
+        pair = self._prepared
+        inputs = pair.source.train.inputs
+        found = {
+            "input_size": pair.input_size or int(inputs.shape[-1]),
+            "num_classes": pair.num_classes,
+        }
+        for key in wanted:  # both: Lightning logs the initial ones, checkpoints the current
+            self.hparams[key] = self._hparams_initial[key] = found[key]
+        return {k: found[k] for k in wanted}
 
     def _adapt(self, domain: DomainData) -> DomainData:
         hp = self.hparams
@@ -322,6 +359,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         return {
             "mean": self.mean.flatten().tolist() if self.mean is not None else None,
             "scale": scale,
+            "preprocessing": self.data.preprocessing if self.data is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -329,6 +367,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
         if state.get("scale") is not None:
             self.scale = _fixed_scale(state["scale"])
+        fitted = state.get("preprocessing")
+        if fitted is not None and (self.data is None or self.data.preprocessing != fitted):
+            # the checkpoint's statistics / vocabulary, not ones fitted on the data at hand
+            self.spec = replace(self.spec, options={**self.spec.options, "preprocessing": fitted})
+            if self.data is not None:
+                self.data = None
+                self.setup()
 
     def normalize(self, images: torch.Tensor, domain: str = "target") -> torch.Tensor:
         """uint8 [0, 255] -> float [0, 1], then minus the pooled per-channel training mean, or

@@ -17,11 +17,13 @@ from torch.utils.data import Dataset
 
 from dann.errors import ConfigError
 
+UNLABELLED = -1  # the label of an example whose class is unknown (a target file without labels)
+
 
 @dataclass(frozen=True)
 class Split:
     inputs: torch.Tensor  # uint8 images (N, C, H, W), or float features (N, ...)
-    labels: torch.Tensor  # int64, (N,)
+    labels: torch.Tensor  # int64, (N,); UNLABELLED (-1) where the class is unknown
 
     def __post_init__(self):
         if self.inputs.dtype == torch.uint8 and self.inputs.ndim != 4:
@@ -56,6 +58,13 @@ class PairData:
     source: DomainData
     target: DomainData
     num_classes: int
+    # the width of one input step the backbone reads, when it is not inputs.shape[-1] (sequences
+    # carry a validity-mask channel after their features)
+    input_size: int | None = None
+    # what was fitted on the training data (standardisation statistics, categories, vocabulary):
+    # plain types, saved in checkpoints; a loader given it back in `options["preprocessing"]`
+    # applies it instead of fitting again
+    preprocessing: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 from dann.models.backbones import GTSRBDANN, SVHNDANN, GRUFeatures, LeNetDANN, LeNetDANNBN
 from dann.models.heads import mlp_head
-from dann.models.resnet import ResNetFeatures
+from dann.models.sequence import Conv1DFeatures
 
 __all__ = [
+    "Conv1DFeatures",
     "GRUFeatures",
     "GTSRBDANN",
     "LeNetDANN",
@@ -13,3 +14,13 @@ __all__ = [
     "SVHNDANN",
     "mlp_head",
 ]
+
+
+def __getattr__(name: str):
+    # ResNetFeatures needs torchvision: imported on first use, so the heads and the small
+    # backbones (and `from dann import DANN`) load without it
+    if name == "ResNetFeatures":
+        from dann.models.resnet import ResNetFeatures
+
+        return ResNetFeatures
+    raise AttributeError(f"module 'dann.models' has no attribute {name!r}")

@@ -5,6 +5,8 @@ takes `input_size`. The ResNets (pretrained trunks) live in dann/models/resnet.p
 import torch
 from torch import nn
 
+from dann.models.sequence import split_mask
+
 PADDINGS = ("same", "valid")
 
 
@@ -138,6 +140,8 @@ class GRUFeatures(nn.Module):
 
     Any other input shape (N, ...) is read, row-major, as a sequence of `input_size`-wide steps:
     an image (N, C, H, W) is read pixel by pixel with input_size=1, row by row with input_size=W.
+    `masked=True`: (N, T, input_size + 1) inputs whose last channel marks the valid steps
+    (dataset=sequences); each sequence is read up to its own length (packed).
     """
 
     def __init__(
@@ -147,9 +151,10 @@ class GRUFeatures(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        masked: bool = False,
     ):
         super().__init__()
-        self.input_size = input_size
+        self.input_size, self.masked = input_size, masked
         self.directions = 2 if bidirectional else 1
         self.gru = nn.GRU(
             input_size,
@@ -162,7 +167,13 @@ class GRUFeatures(nn.Module):
         self.out_features = hidden_size * self.directions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3:
+        if self.masked:  # variable lengths: packed, so padding never enters the recurrence
+            x, mask = split_mask(x)
+            lengths = mask.sum(1).long().clamp(min=1).cpu()
+            x = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+        elif x.dim() != 3:
             if x[0].numel() % self.input_size:
                 raise ValueError(
                     f"GRUFeatures cannot read inputs of shape {tuple(x.shape)} as steps of "

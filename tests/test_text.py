@@ -1,0 +1,297 @@
+"""The `text` pair (bag of unigrams + bigrams) and the paper's Amazon reviews reader: CSV and
+JSONL files load with the vocabulary fitted on training texts only; the vocabulary travels with
+the checkpoint to scripts/evaluate.py; bad files fail before training; DANN beats source-only
+on a vocabulary shift at every seed; the Amazon processed and svmlight formats load."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_evaluate import evaluate_py
+
+from dann.data import DomainAdaptationDataModule, get_pair
+from dann.data.registry import UNLABELLED, PairSpec
+from dann.errors import DataError, InvalidDataError
+from dann.train import run
+
+LOAD = get_pair("text")
+GOOD = ["great", "love", "excellent", "happy", "recommend", "perfect"]
+BAD = ["poor", "broke", "awful", "refund", "disappointed", "waste"]
+NEUTRAL = ["the", "it", "this", "was", "and", "with", "for", "one"]
+
+
+def reviews(n: int, seed: int, target: bool = False) -> pd.DataFrame:
+    """Two sentiment words per review (each from its class's list with probability 0.6, else
+    from either) and four neutral ones, shuffled. The shift is in the vocabulary: the words
+    'verified' and 'purchase' are in 70% of positive and 30% of negative source reviews (a cue
+    source-only learns), and twice each in every target review, whatever its label."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 2, n)
+    texts = []
+    for c in y:
+        words = list(r.choice(NEUTRAL, 4))
+        words += [
+            r.choice(GOOD if c else BAD) if r.random() < 0.6 else r.choice(GOOD + BAD)
+            for _ in range(2)
+        ]
+        if target:
+            words += ["verified", "purchase"] * 2
+        elif r.random() < (0.7 if c else 0.3):
+            words += ["verified", "purchase"]
+        r.shuffle(words)
+        texts.append(" ".join(words))
+    return pd.DataFrame({"review": texts, "sentiment": np.where(y == 1, "pos", "neg")})
+
+
+def write_jsonl(frame: pd.DataFrame, path) -> None:
+    frame.to_json(path, orient="records", lines=True)
+
+
+@pytest.fixture
+def files(tmp_path):
+    src, tgt = tmp_path / "books.csv", tmp_path / "kitchen.jsonl"
+    reviews(200, 0).to_csv(src, index=False)
+    write_jsonl(reviews(100, 1, target=True), tgt)
+    return src, tgt
+
+
+def spec(source, target, **options) -> PairSpec:
+    options = {"text_column": "review", "label": "sentiment", **options}
+    return PairSpec("text", options={"source": str(source), "target": str(target), **options})
+
+
+def test_csv_and_jsonl_load_as_bags_of_words(files):
+    pair = LOAD(spec(*files))
+    vocabulary = pair.preprocessing["vocabulary"]
+    assert "great" in vocabulary and any(" " in term for term in vocabulary)  # uni- and bigrams
+    width = len(vocabulary)
+    assert pair.source.train.inputs.shape == (160, width) and pair.num_classes == 2
+    assert (len(pair.target.train), len(pair.target.val), len(pair.target.test)) == (80, 10, 10)
+    column = vocabulary.index("verified")
+    assert torch.all(pair.target.train.inputs[:, column] == 2)  # counts: twice per target text
+    assert pair.preprocessing["classes"] == ["neg", "pos"]
+    capped = LOAD(spec(*files, max_features=10, ngram_max=1, binary=True))
+    assert capped.source.train.inputs.shape == (160, 10)
+    assert set(capped.source.train.inputs.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_vocabulary_is_fitted_on_training_texts_only(tmp_path, files):
+    src = reviews(50, 0)
+    src.loc[:, "review"] = [f"{t} word{i}" for i, t in enumerate(src.review)]  # one per row
+    src.to_csv(tmp_path / "s.csv", index=False)
+    pair = LOAD(spec(tmp_path / "s.csv", files[1]))
+    vocabulary = set(pair.preprocessing["vocabulary"])
+    train_rows = [i for i in range(50) if f"word{i}" in vocabulary]
+    assert len(train_rows) == 40  # the 10 val / test rows' own words are not in it
+
+
+def test_unlabelled_target_file(tmp_path, files):
+    write_jsonl(reviews(40, 3, target=True).drop(columns=["sentiment"]), tmp_path / "u.jsonl")
+    pair = LOAD(spec(files[0], tmp_path / "u.jsonl"))
+    assert (pair.target.train.labels == UNLABELLED).all()
+
+
+def test_vocabulary_travels_with_the_checkpoint_to_evaluate(make_cfg, files, tmp_path, data_dir):
+    src, tgt = files
+    run(
+        make_cfg(
+            "dataset=text",
+            "dataset.text_column=review",
+            "dataset.label=sentiment",
+            f"dataset.source={src}",
+            f"dataset.target={tgt}",
+            "trainer.max_epochs=1",
+        )
+    )
+    ckpt_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    saved = ckpt["DomainAdaptationDataModule"]["preprocessing"]["vocabulary"]
+    # a new target with new words: evaluated with the training run's vocabulary
+    new = reviews(60, 7, target=True)
+    new["review"] = new.review + " stainless steel blender"
+    write_jsonl(new, tmp_path / "new.jsonl")
+    hp = {**ckpt["datamodule_hyper_parameters"], "target": str(tmp_path / "new.jsonl")}
+    dm = DomainAdaptationDataModule(**hp)
+    dm.setup("test")
+    assert "blender" in dm.data.preprocessing["vocabulary"]  # refitted on the new files
+    dm.load_state_dict(ckpt["DomainAdaptationDataModule"])
+    assert dm.data.preprocessing["vocabulary"] == saved
+    assert dm.data.target.test.inputs.shape[1] == len(saved)
+    out = tmp_path / "eval"
+    proc = evaluate_py(
+        f"ckpt={ckpt_path}",
+        "dataset=text",
+        "dataset.text_column=review",
+        "dataset.label=sentiment",
+        f"dataset.source={src}",
+        f"dataset.target={tmp_path / 'new.jsonl'}",
+        f"hydra.run.dir={out}",
+        data_dir=data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["target"]["n"] == 6 and 0.0 <= metrics["target"]["accuracy"] <= 1.0
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_text_files(tmp_path, files):
+    with pytest.raises(
+        InvalidDataError,
+        match="dataset.text_column=body: .*books.csv has no "
+        "such column; its columns: review, sentiment",
+    ):
+        LOAD(spec(*files, text_column="body"))
+    with pytest.raises(
+        InvalidDataError,
+        match="dataset.label=stars: .*books.csv has no such column; its columns: review, sentiment",
+    ):
+        LOAD(spec(*files, label="stars"))
+    with pytest.raises(DataError, match="dataset.source=.*missing.csv: no such file"):
+        LOAD(spec(tmp_path / "missing.csv", files[1]))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InvalidDataError, match="empty.jsonl is empty"):
+        LOAD(spec(files[0], tmp_path / "empty.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"review": "ok", "sentiment": "pos"}\n{"review": \n')
+    with pytest.raises(InvalidDataError, match="broken.jsonl, line 2: not JSON"):
+        LOAD(spec(files[0], tmp_path / "broken.jsonl"))
+    other = reviews(40, 2, target=True)
+    other.loc[5, "sentiment"] = "mixed"
+    write_jsonl(other, tmp_path / "mixed.jsonl")
+    with pytest.raises(InvalidDataError, match=r"\['mixed'\] occur in the target .*mixed.jsonl"):
+        LOAD(spec(files[0], tmp_path / "mixed.jsonl"))
+    gaps = reviews(40, 2)
+    gaps.loc[3, "review"] = None
+    gaps.to_csv(tmp_path / "gaps.csv", index=False)
+    with pytest.raises(InvalidDataError, match=r"gaps.csv: 1 row\(s\) have no text in 'review'"):
+        LOAD(spec(tmp_path / "gaps.csv", files[1]))
+
+
+# ---- adaptation works: DANN beats source-only on the vocabulary shift, at every seed ----------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dann_beats_source_only_on_a_vocabulary_shift(make_cfg, tmp_path, seed):
+    """2,000 source (CSV) and 2,000 target (JSONL) reviews from reviews() above. Adam, constant
+    lambda = 1, 10 epochs, final weights, MLP with 15 hidden units. Target test accuracy
+    measured, source-only -> DANN, seeds 1-6: 0.690 -> 0.795, 0.685 -> 0.790, 0.660 -> 0.800,
+    0.690 -> 0.800, 0.685 -> 0.800, 0.695 -> 0.785 (smallest gain 0.09; the asserted margin is
+    under half of it). With domain-specific topic words added as well (books words in the
+    source, kitchen words in the target), DANN's gain was not consistent across seeds."""
+    src, tgt = tmp_path / "books.csv", tmp_path / "kitchen.jsonl"
+    reviews(2000, 0).to_csv(src, index=False)
+    write_jsonl(reviews(2000, 1, target=True), tgt)
+    acc = {}
+    for method in ("source_only", "dann"):
+        cfg = make_cfg(
+            "dataset=text",
+            "dataset.text_column=review",
+            "dataset.label=sentiment",
+            f"dataset.source={src}",
+            f"dataset.target={tgt}",
+            "callbacks=none",
+            "optimizer=adam",
+            "schedule=constant",
+            "trainer.max_epochs=10",
+            "trainer.check_val_every_n_epoch=10",
+            f"seed={seed}",
+            f"method={method}",
+        )
+        cfg.paths.output_dir = str(tmp_path / method)
+        acc[method] = run(cfg)["test/target_acc"]
+    assert acc["dann"] > acc["source_only"] + 0.04, acc
+
+
+# ---- the paper's Amazon reviews (processed_acl format, or the authors' svmlight files) --------
+
+AMAZON = get_pair("amazon_reviews")
+
+
+def write_processed(root, domain: str, sizes=(12, 10, 15), seed: int = 0) -> None:
+    """positive / negative / unlabeled.review in the processed_acl format."""
+    r = np.random.default_rng(seed)
+    folder = root / "amazon" / domain
+    folder.mkdir(parents=True)
+    for name, n in zip(("positive", "negative", "unlabeled"), sizes, strict=True):
+        lines = []
+        for i in range(n):
+            label = name if name != "unlabeled" else ("positive" if i % 2 else "negative")
+            words = {
+                f"{domain}_{w}": int(c) for w, c in zip("abcd", r.integers(1, 4, 4), strict=True)
+            }
+            words[("great" if label == "positive" else "awful") + "_product"] = 1
+            words["the"] = int(r.integers(1, 9))
+            lines.append(" ".join(f"{t}:{c}" for t, c in words.items()) + f" #label#:{label}")
+        (folder / f"{name}.review").write_text("\n".join(lines) + "\n")
+
+
+def amazon(root, **options) -> PairSpec:
+    return PairSpec(
+        "amazon_reviews",
+        root=str(root),
+        options={"source": "books", "target": "kitchen", **options},
+    )
+
+
+def test_amazon_processed_reviews_load_in_the_papers_protocol(tmp_path):
+    write_processed(tmp_path, "books", seed=0)
+    write_processed(tmp_path, "kitchen", sizes=(8, 12, 20), seed=1)
+    pair = AMAZON(amazon(tmp_path, max_features=10))
+    vocabulary = pair.preprocessing["vocabulary"]
+    # 11 terms in the labelled reviews; the least frequent one, 'great_product' (20 of them,
+    # fewer than 'awful_product's 22), is left out
+    assert len(vocabulary) == 10 and vocabulary[0] == "the"  # the most frequent term first
+    assert "great_product" not in vocabulary and "awful_product" in vocabulary
+    # source: 22 labelled reviews, 10% (2) held out as val = test
+    assert (len(pair.source.train), len(pair.source.val)) == (20, 2)
+    assert torch.equal(pair.source.val.inputs, pair.source.test.inputs)
+    # target: its 20 labelled reviews train (labels dropped by the datamodule) and validate,
+    # unlabeled.review (20, labelled in the release) is the test set
+    assert (len(pair.target.train), len(pair.target.val), len(pair.target.test)) == (20, 20, 20)
+    assert pair.target.test.labels.tolist() == [i % 2 for i in range(20)]
+    awful = vocabulary.index("awful_product")
+    x, y = pair.source.train.inputs, pair.source.train.labels
+    assert torch.equal(x[:, awful], (y == 0).float())  # negative <-> 'awful_product:1'
+
+
+def test_amazon_svmlight_files_load(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    r = np.random.default_rng(0)
+    for domain, n_test in (("books", 9), ("dvd", 11)):
+        for part, n in (("train", 20), ("test", n_test)):
+            x, y = r.integers(0, 3, (n, 30)), np.where(np.arange(n) % 2, 1, -1)
+            dump_svmlight_file(x, y, str(tmp_path / f"{domain}_{part}.svmlight"))
+    pair = AMAZON(amazon(tmp_path, target="dvd", input_size=30))
+    assert pair.source.train.inputs.shape == (18, 30) and len(pair.target.test) == 11
+    assert set(pair.target.test.labels.tolist()) == {0, 1}
+
+
+def test_amazon_without_files_says_where_to_put_them(tmp_path):
+    with pytest.raises(
+        DataError,
+        match=r"books and kitchen are not under .*amazon/DOMAIN/"
+        r"\{positive,negative,unlabeled\}.review.*processed_acl",
+    ):
+        AMAZON(amazon(tmp_path))
+    with pytest.raises(DataError, match="no embedded data"):
+        AMAZON(PairSpec("amazon_reviews", options={"source": "books", "target": "dvd"}))
+    with pytest.raises(Exception, match="dataset.target='music': choose one of books, dvd"):
+        AMAZON(amazon(tmp_path, target="music"))
+
+
+def test_paper_amazon_preset_runs(make_cfg, tmp_path):
+    write_processed(tmp_path, "books", sizes=(40, 40, 10), seed=0)
+    write_processed(tmp_path, "kitchen", sizes=(40, 40, 10), seed=1)
+    cfg = make_cfg(
+        "experiment=paper_amazon_reviews",
+        f"dataset.root={tmp_path}",
+        "dataset.input_size=11",
+        "trainer.fast_dev_run=true",
+    )
+    assert cfg.backbone.features.hidden == [50] and cfg.schedule.value == 0.1
+    summary = run(cfg)
+    assert 0.0 <= summary["test/target_acc"] <= 1.0
