@@ -15,6 +15,7 @@ from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
 from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
+from tests.conftest import target_acc_by_method
 
 LOAD = get_pair("table")
 
@@ -316,21 +317,11 @@ def test_dann_beats_source_only_on_a_tabular_shift(make_cfg, tmp_path, seed):
     src, tgt = tmp_path / "src.csv", tmp_path / "tgt.parquet"
     frame(2000, 0).to_csv(src, index=False)
     frame(2000, 1, target=True).to_parquet(tgt)
-    acc = {}
-    for method in ("source_only", "dann"):
-        cfg = make_cfg(
-            "dataset=table",
-            "dataset.label=outcome",
-            f"dataset.source={src}",
-            f"dataset.target={tgt}",
-            "callbacks=none",
-            "optimizer=adam",
-            "schedule=constant",
-            "trainer.max_epochs=10",
-            "trainer.check_val_every_n_epoch=10",
-            f"seed={seed}",
-            f"method={method}",
-        )
-        cfg.paths.output_dir = str(tmp_path / method)
-        acc[method] = run(cfg)["test/target_acc"]
+    pair = [
+        "dataset=table",
+        "dataset.label=outcome",
+        f"dataset.source={src}",
+        f"dataset.target={tgt}",
+    ]
+    acc = target_acc_by_method(make_cfg, tmp_path, pair, seed)
     assert acc["dann"] > acc["source_only"] + 0.03, acc

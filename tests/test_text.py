@@ -15,6 +15,7 @@ from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
 from dann.errors import DataError, InvalidDataError
 from dann.train import run
+from tests.conftest import target_acc_by_method
 
 LOAD = get_pair("text")
 GOOD = ["great", "love", "excellent", "happy", "recommend", "perfect"]
@@ -184,24 +185,14 @@ def test_dann_beats_source_only_on_a_vocabulary_shift(make_cfg, tmp_path, seed):
     src, tgt = tmp_path / "books.csv", tmp_path / "kitchen.jsonl"
     reviews(2000, 0).to_csv(src, index=False)
     write_jsonl(reviews(2000, 1, target=True), tgt)
-    acc = {}
-    for method in ("source_only", "dann"):
-        cfg = make_cfg(
-            "dataset=text",
-            "dataset.text_column=review",
-            "dataset.label=sentiment",
-            f"dataset.source={src}",
-            f"dataset.target={tgt}",
-            "callbacks=none",
-            "optimizer=adam",
-            "schedule=constant",
-            "trainer.max_epochs=10",
-            "trainer.check_val_every_n_epoch=10",
-            f"seed={seed}",
-            f"method={method}",
-        )
-        cfg.paths.output_dir = str(tmp_path / method)
-        acc[method] = run(cfg)["test/target_acc"]
+    pair = [
+        "dataset=text",
+        "dataset.text_column=review",
+        "dataset.label=sentiment",
+        f"dataset.source={src}",
+        f"dataset.target={tgt}",
+    ]
+    acc = target_acc_by_method(make_cfg, tmp_path, pair, seed)
     assert acc["dann"] > acc["source_only"] + 0.04, acc
 
 

@@ -21,10 +21,9 @@ import torch
 from dann.data.registry import PairData, PairSpec, register_pair
 from dann.data.userfiles import (
     domain_splits,
-    encode_labels,
     existing_file,
+    labels_and_rows,
     load_npz,
-    split_rows,
     unlabelled,
 )
 from dann.errors import InvalidDataError
@@ -114,11 +113,9 @@ def load_sequences(spec: PairSpec) -> PairData:
             f"{xs.shape}) but the target ones {xt.shape[2]} ({files[1]}: x {xt.shape}); both "
             "need the same features, in the same order"
         )
-    fitted = o.get("preprocessing")
-    y_src, y_tgt, classes = encode_labels(ys, yt, files, fitted["classes"] if fitted else None)
-    seed, val_f, test_f = spec.split_seed, o.get("val_fraction", 0.1), o.get("test_fraction", 0.1)
-    src_rows = split_rows(len(xs), val_f, test_f, seed, files[0])
-    tgt_rows = split_rows(len(xt), val_f, test_f, seed + 1, files[1])
+    fitted, y_src, y_tgt, classes, src_rows, tgt_rows = labels_and_rows(
+        ys, yt, len(xs), len(xt), files, spec
+    )
     if fitted is None:
         train = src_rows[0].numpy()
         fitted = {**fit_scale(xs[train], ls[train]), "classes": classes}

@@ -26,10 +26,9 @@ import torch
 from dann.data.registry import PairData, PairSpec, register_pair
 from dann.data.userfiles import (
     domain_splits,
-    encode_labels,
     existing_file,
+    labels_and_rows,
     load_npz,
-    split_rows,
     unlabelled,
 )
 from dann.errors import DataError, InvalidDataError
@@ -243,13 +242,9 @@ def load_table(spec: PairSpec) -> PairData:
     for frame, file in ((src, files[0]), (tgt, files[1])):
         check_finite(frame, numeric, file)
 
-    fitted = o.get("preprocessing")
-    y_src, y_tgt, classes = encode_labels(
-        ys, yt, files, classes=fitted["classes"] if fitted else None
+    fitted, y_src, y_tgt, classes, src_rows, tgt_rows = labels_and_rows(
+        ys, yt, len(src), len(tgt), files, spec
     )
-    seed, val_f, test_f = spec.split_seed, o.get("val_fraction", 0.1), o.get("test_fraction", 0.1)
-    src_rows = split_rows(len(src), val_f, test_f, seed, files[0])
-    tgt_rows = split_rows(len(tgt), val_f, test_f, seed + 1, files[1])
     if fitted is None:
         fitted = {**fit_table(src, src_rows[0].numpy(), tgt), "classes": classes, "label": label}
         log.info("table: %s", describe(fitted, len(src_rows[0])))

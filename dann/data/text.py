@@ -21,9 +21,8 @@ import torch
 from dann.data.registry import PairData, PairSpec, register_pair
 from dann.data.userfiles import (
     domain_splits,
-    encode_labels,
     existing_file,
-    split_rows,
+    labels_and_rows,
     unlabelled,
 )
 from dann.errors import InvalidDataError
@@ -121,11 +120,9 @@ def load_text(spec: PairSpec) -> PairData:
     )
     src, ys = read_texts(files[0], text_column, label, "source")
     tgt, yt = read_texts(files[1], text_column, label, "target")
-    fitted = o.get("preprocessing")
-    y_src, y_tgt, classes = encode_labels(ys, yt, files, fitted["classes"] if fitted else None)
-    seed, val_f, test_f = spec.split_seed, o.get("val_fraction", 0.1), o.get("test_fraction", 0.1)
-    src_rows = split_rows(len(src), val_f, test_f, seed, files[0])
-    tgt_rows = split_rows(len(tgt), val_f, test_f, seed + 1, files[1])
+    fitted, y_src, y_tgt, classes, src_rows, tgt_rows = labels_and_rows(
+        ys, yt, len(src), len(tgt), files, spec
+    )
     if fitted is None:
         train = [src[i] for i in src_rows[0].tolist()] + [tgt[i] for i in tgt_rows[0].tolist()]
         ngram_max, binary = int(o.get("ngram_max", 2)), bool(o.get("binary", False))

@@ -114,6 +114,20 @@ def split_rows(
     return split_indices(n, sizes, seed)
 
 
+def labels_and_rows(ys, yt, n_source: int, n_target: int, files: tuple[Path, Path], spec):
+    """What every file pair does first: the label indices (with the classes of a checkpoint's
+    saved preprocessing, when the loader was given it back) and the fixed (train, val, test)
+    rows of both files. Returns (fitted or None, y_source, y_target, classes, source rows,
+    target rows)."""
+    o = spec.options
+    fitted = o.get("preprocessing")
+    y_src, y_tgt, classes = encode_labels(ys, yt, files, fitted["classes"] if fitted else None)
+    seed, val_f, test_f = spec.split_seed, o.get("val_fraction", 0.1), o.get("test_fraction", 0.1)
+    src_rows = split_rows(n_source, val_f, test_f, seed, files[0])
+    tgt_rows = split_rows(n_target, val_f, test_f, seed + 1, files[1])
+    return fitted, y_src, y_tgt, classes, src_rows, tgt_rows
+
+
 def domain_splits(
     name: str, inputs: torch.Tensor, labels: torch.Tensor, rows: tuple[torch.Tensor, ...]
 ) -> DomainData:
