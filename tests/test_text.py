@@ -286,3 +286,34 @@ def test_paper_amazon_preset_runs(make_cfg, tmp_path):
     assert cfg.backbone.features.hidden == [50] and cfg.schedule.value == 0.1
     summary = run(cfg)
     assert 0.0 <= summary["test/target_acc"] <= 1.0
+
+
+def test_paper_amazon_preset_downloads_the_processed_reviews(make_cfg, tmp_path):
+    """dataset.download=true fetches processed_acl.tar.gz (here from a local server) into root,
+    where the reader finds root/processed_acl/DOMAIN/*.review."""
+    from test_download import Server, tar_bytes
+
+    made = tmp_path / "made"
+    for domain, seed in (("books", 0), ("kitchen", 1)):
+        write_processed(made, domain, sizes=(40, 40, 10), seed=seed)
+    members = {
+        f"processed_acl/{p.parent.name}/{p.name}": p.read_bytes()
+        for p in sorted((made / "amazon").rglob("*.review"))
+    }
+    server = Server()
+    try:
+        server.files = {"/m/processed_acl.tar.gz": tar_bytes(members)}
+        root = tmp_path / "data"
+        cfg = make_cfg(
+            "experiment=paper_amazon_reviews",
+            f"dataset.root={root}",
+            "dataset.download=true",
+            f"dataset.mirrors=[{server.url}/m]",
+            "dataset.input_size=11",
+            "trainer.fast_dev_run=true",
+        )
+        summary = run(cfg)
+    finally:
+        server.close()
+    assert (root / "processed_acl" / "kitchen" / "unlabeled.review").is_file()
+    assert 0.0 <= summary["test/target_acc"] <= 1.0

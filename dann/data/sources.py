@@ -137,6 +137,16 @@ def all_sources() -> dict[str, Source]:
             "the images into <root>/synsigns/CLASSID/*.png",
             notes="Dropbox; checksum not published",
         ),
+        "amazon_reviews": Source(
+            "amazon_reviews",
+            (RemoteFile("processed_acl.tar.gz", None, extract="tar"),),
+            ("https://www.cs.jhu.edu/~mdredze/datasets/sentiment",),
+            ".",
+            manual="unpack processed_acl.tar.gz (the Multi-Domain Sentiment Dataset, Blitzer et "
+            "al. 2007) in <root>/ so that <root>/processed_acl/DOMAIN/{positive,negative,"
+            "unlabeled}.review exist",
+            notes="checksum not published",
+        ),
         # torchvision's GTSRB.download (0.29) holds these URLs and md5 sums in its code
         "gtsrb": Source(
             "gtsrb",
@@ -172,6 +182,7 @@ PAIR_SOURCES: dict[str, tuple[str, ...]] = {
     "syndigits_to_svhn": ("syndigits", "svhn"),
     "synsigns_to_gtsrb": ("synsigns", "gtsrb"),
     "office31": ("office31",),
+    "amazon_reviews": ("amazon_reviews",),
 }
 
 
