@@ -9,12 +9,19 @@ which uses no target labels unless `selection=target_oracle`.
   failed trial while the search goes on; any other failed trial stops the search.
 - Before any trial: an objective that uses target labels is refused unless
   `hparams_search.allow_oracle_objective=true`; the sweeper's direction must agree with
-  `selection.mode`; the sweep dir is created (the SQLite study lives there). A refusal is
-  `error: <message>` and exit status 2, as for any `DannError` of train.py.
+  `selection.mode`; every searched key must exist in the composed config (`schedule=constant`
+  has no `schedule.lambda_max`), and neither `seed` nor a config group (`method`, `dataset`, ...)
+  may be searched: the experiment presets' `hydra.sweeper.params` (method x seed) would merge into
+  the search's, so `experiment=<preset>` with its sweeps is refused, naming the `~` overrides that
+  drop them; a ModelCheckpoint must monitor `selection.metric` (else no trial has a value); the
+  sweep dir is created (the SQLite study lives there). A refusal is `error: <message>` and exit
+  status 2, as for any `DannError` of train.py.
 - After the last trial: every trial under the sweep dir (this launch's and, for a resumed study,
   the earlier ones') is read from its summary.json and .hydra/overrides.yaml; the best by the
   objective is printed with its overrides and its test target accuracy (oracle, reporting only),
-  and the whole table is written to <sweep dir>/search_result.yaml.
+  and the whole table is written to <sweep dir>/search_result.yaml. The sweeper's own
+  optimization_results.yaml gets the objective and whether it is label-free; with an oracle
+  objective both files start with an ORACLE comment.
 """
 
 import contextlib
@@ -28,10 +35,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from dann.config_check import CONFIGS
 from dann.errors import EXIT_USER_ERROR, ConfigError, DivergenceError
 
 # optuna 2.x (what hydra-optuna-sweeper needs) predates SQLAlchemy 2 and warns once per process
@@ -41,6 +50,8 @@ os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 RESULT_FILE = "search_result.yaml"
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
 ORACLE_NOTE = "oracle, reporting only: uses target labels, never used to choose"
+SWEEPER_FILE = "optimization_results.yaml"  # what the Optuna sweeper writes at its end
+_ABSENT = object()
 
 
 class TrialDiverged(RuntimeError):
@@ -79,14 +90,106 @@ def describe_objective(cfg: DictConfig) -> str:
     return f"{cfg.selection.metric} ({direction}; label-free: no target labels)"
 
 
-def searched_keys(cfg: DictConfig) -> list[str]:
-    """The config keys the sweeper samples: its `params` and any sweep given on the command line."""
+def searched_overrides(cfg: DictConfig) -> list[Override]:
+    """What the sweeper samples: its `params` and any sweep given on the command line."""
     params = cfg.hydra.sweeper.get("params") or {}
     overrides = [f"{k}={v}" for k, v in params.items()]
     overrides += list(cfg.hydra.overrides.task)
     parsed = OverridesParser.create().parse_overrides(overrides)
-    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    return sorted(keys)
+    return [o for o in parsed if o.is_sweep_override()]
+
+
+def searched_keys(cfg: DictConfig) -> list[str]:
+    """The config keys the sweeper samples."""
+    return sorted({o.key_or_group for o in searched_overrides(cfg)})
+
+
+def _options_with(group: str, subkey: str) -> list[str]:
+    """The options of config group `group` whose file sets `subkey`."""
+    found = []
+    for path in sorted((CONFIGS / group).glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if "@package _global_" in path.read_text():
+            node = OmegaConf.select(node, group, default=None) or OmegaConf.create()
+        if OmegaConf.select(node, subkey, default=_ABSENT) is not _ABSENT:
+            found.append(path.stem)
+    return found
+
+
+def _preset_sweeps(name: str) -> set[str]:
+    """The keys experiment preset `name` (and the presets it builds on) sweeps."""
+    path = CONFIGS / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return set()
+    node = OmegaConf.load(path)
+    keys = set(OmegaConf.select(node, "hydra.sweeper.params", default=None) or {})
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            keys |= _preset_sweeps(entry)
+    return keys
+
+
+def check_searched_keys(cfg: DictConfig) -> None:
+    """Refuse a searched key the trials cannot use: `seed`, a config group, a missing key."""
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    experiment = choices.get("experiment")
+    from_preset = _preset_sweeps(experiment) if experiment else set()
+    for override in searched_overrides(cfg):
+        key = override.key_or_group
+        if key in from_preset:
+            drops = " ".join(f"'~hydra.sweeper.params.{k}'" for k in sorted(from_preset))
+            fixes = " ".join(f"{k}=<value>" for k in sorted(from_preset))
+            raise ConfigError(
+                f"experiment={experiment} sweeps {', '.join(sorted(from_preset))} in its "
+                "hydra.sweeper.params, which merge into the search's: the search would sample "
+                f"{key}. Drop them and fix each instead: add {drops} ({fixes})"
+            )
+        if key == "seed":
+            raise ConfigError(
+                "the search samples seed: picking the luckiest seed is not a hyper-parameter "
+                "choice. Fix it (seed=<n>) and repeat the best trial over seeds afterwards"
+            )
+        if key in choices:
+            raise ConfigError(
+                f"the search samples the config group {key}: its options have different keys "
+                f"(and the study is named after the method). Run one search per option "
+                f"({key}=<option>)"
+            )
+        added = override.is_add() or override.is_force_add()  # +key: a key of the user's own
+        if added or OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+            continue
+        group, _, subkey = key.partition(".")
+        has = _options_with(group, subkey) if subkey and (CONFIGS / group).is_dir() else []
+        where = (
+            f"{group}={choices.get(group)} has no {subkey}; the {group} options that have it: "
+            f"{', '.join(has)}. Pick one ({group}=...)"
+            if has
+            else "no such key in the composed config. Fix the key"
+        )
+        raise ConfigError(
+            f"the search samples {key}, which this config does not have: {where}, or search "
+            f"another key (a preset of your own in configs/hparams_search/)"
+        )
+
+
+def check_selected_checkpoint(cfg: DictConfig) -> None:
+    """A trial's value is the checkpoint a ModelCheckpoint monitoring selection.metric picks."""
+    from hydra.utils import get_class
+    from pytorch_lightning.callbacks import ModelCheckpoint  # Lightning: only for a search
+
+    metric = cfg.selection.metric
+    for node in (cfg.get("callbacks") or {}).values():
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        if target and issubclass(get_class(target), ModelCheckpoint):
+            if node.get("monitor") == metric:
+                return
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices.callbacks", default=None)
+    raise ConfigError(
+        f"no ModelCheckpoint in callbacks (callbacks={choice}) monitors selection.metric={metric}: "
+        f"a trial's value is selected_{metric}, the metric at the checkpoint it picks, so every "
+        "trial would fail without a value. Use callbacks=default (its best_checkpoint monitors "
+        "selection.metric) and keep callbacks.best_checkpoint (monitor: ${selection.metric})"
+    )
 
 
 def read_trials(sweep_dir: Path, metric: str, keys: list[str]) -> list[dict[str, Any]]:
@@ -132,6 +235,14 @@ def resume_command(cfg: DictConfig, sweep_dir: Path) -> str:
     return "python train.py -m " + " ".join(shlex.quote(str(a)) for a in args)
 
 
+def save_marked(data: dict[str, Any], path: Path, cfg: DictConfig) -> None:
+    """Write `data` as YAML; with an oracle objective the file starts with an ORACLE comment."""
+    text = OmegaConf.to_yaml(OmegaConf.create(data))
+    if uses_target_labels(cfg):
+        text = f"# ORACLE study, an upper bound: objective {describe_objective(cfg)}\n{text}"
+    path.write_text(text)
+
+
 def refuse(error: ConfigError) -> NoReturn:
     """Stop the command as `reported_as_exit` does: `error: <message>` on stderr, exit status 2.
     A SystemExit, because Hydra turns any Exception raised in a callback into a warning."""
@@ -173,6 +284,11 @@ class SearchReport(Callback):
                     "selection.mode (max -> maximize, min -> minimize)"
                 )
             )
+        try:
+            check_searched_keys(config)
+            check_selected_checkpoint(config)
+        except ConfigError as e:
+            refuse(e)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite study file is created here
         start = f"objective {describe_objective(config)} | sweep dir {sweep_dir}"
@@ -209,7 +325,13 @@ class SearchReport(Callback):
             "trials": rows,
             "resume": resume,
         }
-        OmegaConf.save(OmegaConf.create(result), sweep_dir / RESULT_FILE)
+        save_marked(result, sweep_dir / RESULT_FILE, config)
+        sweeper_file = sweep_dir / SWEEPER_FILE
+        if sweeper_file.is_file():  # the sweeper's best_value says nothing of what it measures
+            sweeper_result = OmegaConf.to_container(OmegaConf.load(sweeper_file))
+            marks = {k: result[k] for k in ("objective", "direction", "label_free")}
+            marked = {**marks, "oracle_objective": oracle, **sweeper_result}
+            save_marked(marked, sweeper_file, config)
         lines = [
             f"{len(rows)} trials ({result['n_failed']} failed), objective "
             f"{describe_objective(config)}"

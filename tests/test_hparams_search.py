@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 NO_EXTRA = "the optuna extra is not installed: pip install -e '.[optuna]'"
 pytest.importorskip("optuna", reason=NO_EXTRA)
@@ -23,8 +23,10 @@ from dann.config_check import validate  # noqa: E402
 from dann.errors import DivergenceError  # noqa: E402
 from dann.search import (  # noqa: E402
     RESULT_FILE,
+    SWEEPER_FILE,
     SearchReport,
     TrialDiverged,
+    check_searched_keys,
     diverged_trial_fails_alone,
     searched_keys,
 )
@@ -101,9 +103,12 @@ def test_search_runs_trials_on_the_label_free_objective(searched):
         assert list(run_cfg.backbone.domain_head.hidden) in ([100], [500], [1024, 1024])
     best = max(result["trials"], key=lambda r: r["value"])
     assert result["best"]["trial"] == best["trial"]
-    assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(
-        best["value"]
-    )
+    sweeper_result = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert sweeper_result.best_value == pytest.approx(best["value"])
+    # marked by SearchReport: what best_value measures, and that it used no target labels
+    assert sweeper_result.objective == "val/source_acc" and sweeper_result.label_free is True
+    assert sweeper_result.oracle_objective is False
+    assert not (sweep / "optimization_results.yaml").read_text().startswith("# ORACLE")
 
 
 def test_search_report_names_best_trial_overrides_and_oracle_target_acc(searched):
@@ -155,6 +160,8 @@ def test_oracle_objective_with_the_flag_says_oracle_everywhere(tmp_path, capsys)
         OmegaConf.save([f"optimizer.optim.lr={acc / 10}"], sweep / name / ".hydra/overrides.yaml")
         summary = {"selected_val/target_acc": acc, "test/target_acc": acc - 0.1}
         (sweep / name / "summary.json").write_text(json.dumps(summary))
+    # what the Optuna sweeper writes at its end, before the callback's on_multirun_end
+    OmegaConf.save({"name": "optuna", "best_params": {}, "best_value": 0.8}, sweep / SWEEPER_FILE)
     SearchReport().on_multirun_end(cfg)
     report = [line for line in capsys.readouterr().out.splitlines() if line.startswith("SEARCH")]
     assert "ORACLE: uses target labels" in report[0] and len(report) == 8
@@ -162,6 +169,11 @@ def test_oracle_objective_with_the_flag_says_oracle_everywhere(tmp_path, capsys)
     result = OmegaConf.load(sweep / RESULT_FILE)
     assert result.oracle_objective is True and result.label_free is False
     assert result.best.trial == "1" and result.best.params == {"optimizer.optim.lr": 0.08}
+    sweeper_result = OmegaConf.load(sweep / SWEEPER_FILE)
+    assert sweeper_result.best_value == 0.8 and sweeper_result.objective == "val/target_acc"
+    assert sweeper_result.oracle_objective is True and sweeper_result.label_free is False
+    for name in (RESULT_FILE, SWEEPER_FILE):  # a reader of either file sees it first
+        assert (sweep / name).read_text().startswith("# ORACLE study"), name
 
 
 @pytest.mark.parametrize(
@@ -226,3 +238,62 @@ def test_a_diverged_trial_fails_alone_and_other_failures_stop_the_search(capsys)
     with pytest.raises(SystemExit):
         report.on_job_end(job, JobReturn(status=JobStatus.FAILED, _return_value=KeyError("bug")))
     assert "error: trial sweep/0 failed: 'bug'" in capsys.readouterr().err
+
+
+def refusal(capsys, tmp_path, *overrides: str, sample: dict | None = None) -> str:
+    """The error on_multirun_start stops a search with (exit status 2), before any trial."""
+    sweep = tmp_path / "sweep"  # never created: each case is refused first
+    cfg = compose_search("hparams_search=dann_optuna", *overrides, f"hydra.sweep.dir={sweep}")
+    with open_dict(cfg):  # what hydra.sweeper.params.<key>=choice(...) would add with -m
+        cfg.hydra.sweeper.params.update(sample or {})
+    with pytest.raises(SystemExit) as exit_info:
+        SearchReport().on_multirun_start(cfg)
+    assert exit_info.value.code == 2 and not sweep.exists()
+    return capsys.readouterr().err
+
+
+def test_a_searched_key_missing_from_the_config_is_refused_naming_the_options(capsys, tmp_path):
+    err = refusal(capsys, tmp_path, "schedule=constant")
+    assert "error: the search samples schedule.lambda_max, which this config does not have" in err
+    assert "schedule=constant has no lambda_max" in err
+    assert "the schedule options that have it: grl_sigmoid, linear" in err
+    err = refusal(capsys, tmp_path, sample={"schedule.nope": "choice(1,2)"})
+    assert "the search samples schedule.nope" in err and "no such key" in err
+    # a key added with + is the user's own, and the preset's keys all exist
+    cfg = compose_search("hparams_search=dann_optuna", "hydra.sweep.dir=unused")
+    with open_dict(cfg):
+        cfg.hydra.sweeper.params["+schedule.nope"] = "choice(1,2)"
+    check_searched_keys(cfg)
+
+
+def test_an_experiment_presets_method_and_seed_sweeps_are_refused(capsys, tmp_path):
+    err = refusal(capsys, tmp_path, "experiment=paper_amazon_reviews")
+    assert "error: experiment=paper_amazon_reviews sweeps method, seed in its hydra" in err
+    assert "'~hydra.sweeper.params.method' '~hydra.sweeper.params.seed'" in err
+    # big_batch_... inherits its seed sweep from best_mnist_to_mnistm
+    err = refusal(capsys, tmp_path, "experiment=big_batch_mnist_to_mnistm")
+    assert "sweeps seed in its hydra.sweeper.params" in err
+    # the fix the error names gets past that check, to the next: constant has no lambda_max
+    drop = ["~hydra.sweeper.params.method", "~hydra.sweeper.params.seed"]
+    err = refusal(capsys, tmp_path, "experiment=paper_amazon_reviews", *drop)
+    assert "schedule=constant has no lambda_max" in err
+    # seed or a config group searched in any other way
+    assert "the search samples seed" in refusal(capsys, tmp_path, sample={"seed": "choice(1,2)"})
+    err = refusal(capsys, tmp_path, sample={"method": "choice(dann,cdan)"})
+    assert "the search samples the config group method" in err
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["callbacks=none"],
+        ["~callbacks.best_checkpoint"],
+        ["selection=entropy", "callbacks.best_checkpoint.monitor=val/source_acc"],
+    ],
+)
+def test_a_search_without_a_checkpoint_on_the_selection_metric_is_refused(
+    overrides, capsys, tmp_path
+):
+    err = refusal(capsys, tmp_path, *overrides)
+    assert "error: no ModelCheckpoint in callbacks" in err and "monitors selection.metric=" in err
+    assert "Use callbacks=default" in err
