@@ -12,7 +12,10 @@ The model's input then comes from the same code paths as in training:
 - images of folder pairs (office31, folder): the pair's evaluation transform
   (`folder_transforms`: Resize + CenterCrop, then ToTensor + Normalize);
 - feature checkpoints (moons, sines_shift): float arrays, passed through the datamodule as
-  training batches are.
+  training batches are;
+- checkpoints of file pairs (table, sequences, text, amazon_reviews): a file in the pair's own
+  format, encoded by `Predictor.encode_file` with the preprocessing fitted on the training data
+  and saved in the checkpoint (statistics, categories, vocabulary, classes; `FILE_PAIRS`).
 
 Every image becomes `pixels` first: uint8 (C, S, S) at the model's channels and size. The
 exported model takes these pixel values (as float) and applies the normalisation itself.
@@ -42,6 +45,28 @@ log = logging.getLogger(__name__)
 # dann/data/folders.py) instead of as uint8 tensors normalised by the datamodule
 TRANSFORM_PAIRS = {"office31": folder_transforms, "folder": folder_transforms}
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _encode_reviews(file: Path, fitted: dict, options: dict):
+    """amazon_reviews: processed_acl lines (`term:count ... #label#:...`) over the vocabulary."""
+    from dann.data.amazon import count_matrix, read_reviews
+
+    docs, labels = read_reviews(file)
+    return count_matrix(docs, fitted["vocabulary"]), np.array(labels)
+
+
+def _file_pair(name: str):
+    """(formats, encode_file(file, fitted, options) -> (inputs, labels or None)) of a pair
+    whose checkpoints hold fitted preprocessing, or None."""
+    from dann.data import sequences, table, text
+
+    pairs = {
+        "table": (table.FORMATS, table.encode_file),
+        "sequences": (sequences.FORMATS, sequences.encode_file),
+        "text": (text.FORMATS, text.encode_file),
+        "amazon_reviews": ((".review",), _encode_reviews),
+    }
+    return pairs.get(name)
 
 
 class ParityError(DannError):
@@ -103,6 +128,33 @@ class Predictor:
     def is_image(self) -> bool:
         return self.hparams.get("image_size") is not None
 
+    @property
+    def classes(self) -> list | None:
+        """The original class labels (index k is class k) of file pairs, else None."""
+        return list(self.fitted["classes"]) if self.fitted and "classes" in self.fitted else None
+
+    @property
+    def masked(self) -> bool:
+        """Sequence inputs (N, T, F + 1) whose last channel marks the valid steps."""
+        return bool(self.datamodule.spec.options.get("masked"))
+
+    def encode_file(self, path: str | Path) -> tuple[torch.Tensor, np.ndarray | None]:
+        """A file in the pair's own format as model inputs, with the checkpoint's fitted
+        preprocessing: (inputs (N, ...), the file's labels or None; labels are not used)."""
+        path, pair = Path(path), _file_pair(self.hparams.name)
+        if pair is None or not self.fitted:
+            raise InvalidDataError(
+                f"{self.hparams.name} checkpoints hold no fitted preprocessing to encode {path} "
+                "with: pass an .npz holding the model's inputs x"
+            )
+        formats, encode = pair
+        if path.suffix.lower() not in formats:
+            raise InvalidDataError(
+                f"input={path}: a {self.hparams.name} checkpoint reads {', '.join(formats)} "
+                "files (the format it was trained on)"
+            )
+        return encode(path, self.fitted, self.datamodule.spec.options)
+
     @functools.cached_property
     def transform(self):
         """The folder pair's evaluation transform, or None for in-memory pairs."""
@@ -111,7 +163,8 @@ class Predictor:
 
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one input: (C, S, S) pixels, or the feature shape from the dataset
-        config ((input_size,), or (length, input_size) for sequences)."""
+        config ((input_size,), or (length, input_size) for sequences; dataset=sequences:
+        (T, F + 1), T the training length saved with the preprocessing)."""
         hp = self.hparams
         if self.is_image:
             return hp.get("channels") or 3, hp.image_size, hp.image_size
@@ -119,6 +172,15 @@ class Predictor:
             raise ConfigError(
                 f"cannot tell the input shape of a {hp.name} checkpoint: pass input_shape=[...]"
             )
+        if self.masked:
+            steps = (self.fitted or {}).get("steps")
+            if not steps:
+                raise ConfigError(
+                    f"this {hp.name} checkpoint does not record its sequence length T: pass "
+                    f"input_shape=[T,{hp.input_size + 1}] (T steps of {hp.input_size} "
+                    "feature(s) + the validity channel)"
+                )
+            return int(steps), hp.input_size + 1
         return (hp.length, hp.input_size) if hp.get("length") else (hp.input_size,)
 
     # ---- images -> pixels (uint8 (C, S, S)) -------------------------------------------------
@@ -228,13 +290,13 @@ class ExportedClassifier(nn.Module):
     """Features + label classifier (no domain head), with the input normalisation of image
     checkpoints built in: input pixel values in [0, 255] (float, N x C x S x S), output logits."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, shape: tuple[int, ...] | None = None):
         super().__init__()
         module = predictor.module
         # one prediction-path forward sets each domain-aware BatchNorm to the predictor's
         # domain (DALightningModule.features); tracing then keeps that choice
         dtype = torch.uint8 if predictor.is_image else torch.float32
-        example = torch.zeros(1, *predictor.input_shape(), dtype=dtype)
+        example = torch.zeros(1, *(shape or predictor.input_shape()), dtype=dtype)
         module.features(predictor.prepare(example), predictor.domain)
         self.features, self.classifier = module.feature_extractor, module.classifier
         affine = predictor.pixel_affine()

@@ -2,17 +2,23 @@
 
     python scripts/evaluate.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt
     python scripts/evaluate.py ckpt=... dataset=mnist_to_usps split=val
+    python scripts/evaluate.py ckpt=<table or text run>.ckpt dataset.target=new.csv
 
 The checkpoint is read with `torch.load(weights_only=True)` (tensors and plain types only: no
 code runs). The model is rebuilt from the hyper-parameters saved in it; images get the
-training run's preprocessing (its channels, size and mean). Without `dataset=`, the pair it was
-trained on is evaluated. Writes `metrics.json` and `confusion_<domain>.png` to its own run dir
-(outputs/eval/<date>_<dataset>/), prints a report. A missing, corrupt or mismatched checkpoint
-is an error message and exit status 2.
+training run's preprocessing (its channels, size and mean); tables, sequences and text get the
+run's fitted preprocessing (statistics, categories, vocabulary, classes: a new file may hold a
+subset of the classes). Without `dataset=`, the pair it was trained on is evaluated, with any
+`dataset.<key>=...` (a key of that pair's config, e.g. dataset.target=new.csv) changed.
+Writes `metrics.json` and `confusion_<domain>.png` to its own run dir
+(outputs/eval/<date>_<time>/), prints a report. A missing, corrupt or mismatched
+checkpoint is an error message and exit status 2.
 """
 
+import inspect
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,7 +39,7 @@ from dann.checkpoints import load_checkpoint, load_state_checked  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
 from dann.data.registry import UNLABELLED  # noqa: E402
-from dann.errors import reported_as_exit  # noqa: E402
+from dann.errors import ConfigError, reported_as_exit  # noqa: E402
 from dann.module import DALightningModule  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -42,10 +48,26 @@ log = logging.getLogger("evaluate")
 INPUT_FORMAT = ("channels", "image_size")
 
 
-def dataset_config(cfg: DictConfig, trained_on: dict) -> dict:
+# keys any pair takes (DomainAdaptationDataModule's arguments)
+DATAMODULE_KEYS = set(inspect.signature(DomainAdaptationDataModule).parameters) - {"options"}
+
+
+def checkpoint_pair_overrides(argv: list[str]) -> list[str]:
+    """Without `dataset=<pair>`, `dataset.<key>=v` changes the checkpoint's pair, whose keys
+    (e.g. `target` of a table) train.yaml's default dataset may lack: pass such overrides to
+    Hydra as `++dataset.<key>=v` (add or override); dataset_config() checks the key."""
+    if any(a.lstrip("+~").split("=")[0] == "dataset" for a in argv):
+        return argv
+    return ["++" + a if a.startswith("dataset.") and "=" in a else a for a in argv]
+
+
+def dataset_config(cfg: DictConfig, trained_on: dict, overrides: list[str] | None = None) -> dict:
     """The dataset to evaluate: `dataset=<pair>` from the command line, else the training pair,
-    with any `dataset.<key>=...` from the command line (e.g. `dataset.root=/new`) applied."""
-    keys = [o.split("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    with any `dataset.<key>=...` from the command line (e.g. `dataset.root=/new`) applied.
+    `overrides`: the command line's (default: Hydra's task overrides)."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task)
+    keys = [o.split("=")[0].lstrip("+~") for o in overrides]
     chosen = OmegaConf.to_container(cfg.dataset, resolve=True)
     if "dataset" in keys:
         dataset = chosen
@@ -56,6 +78,12 @@ def dataset_config(cfg: DictConfig, trained_on: dict) -> dict:
         for key in keys:
             if key.startswith("dataset."):
                 field = key.split(".")[1]
+                if field not in dataset and field not in DATAMODULE_KEYS:
+                    known = sorted({*dataset, *DATAMODULE_KEYS} - {"data_dir", "name"})
+                    raise ConfigError(
+                        f"{key}: the checkpoint's pair {dataset.get('name')!r} has no such key; "
+                        f"its keys: {', '.join(known)} (or evaluate on another pair: dataset=...)"
+                    )
                 dataset[field] = chosen.get(field)
     dataset.update({k: trained_on[k] for k in INPUT_FORMAT if k in trained_on})
     return dataset
@@ -104,12 +132,17 @@ def _evaluate(cfg: DictConfig) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device).eval()
 
-    datamodule = DomainAdaptationDataModule(
-        **dataset_config(cfg, ckpt.get("datamodule_hyper_parameters", {}))
-    )
+    trained_on = ckpt.get("datamodule_hyper_parameters", {})
+    dataset = dataset_config(cfg, trained_on)
+    state = ckpt.get(DomainAdaptationDataModule.__qualname__, {})
+    if state.get("preprocessing") is not None and dataset["name"] == trained_on.get("name"):
+        # the run's fitted statistics / vocabulary / classes from the start: nothing is fitted
+        # on the files at hand (a new file may hold only some of the trained classes)
+        dataset["preprocessing"] = state["preprocessing"]
+    datamodule = DomainAdaptationDataModule(**dataset)
     datamodule.setup("test")
     # the training run's per-channel mean, not this dataset's
-    datamodule.load_state_dict(ckpt.get(type(datamodule).__qualname__, {}))
+    datamodule.load_state_dict(state)
     results = evaluate(module, datamodule, cfg.split, hp["num_classes"])
 
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -137,4 +170,5 @@ def _evaluate(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = checkpoint_pair_overrides(sys.argv[1:])
     main()

@@ -11,6 +11,12 @@ The exported model takes a float32 batch with a dynamic batch dimension and retu
   Resize + CenterCrop as in evaluation). The training run's normalisation (/ 255, minus its mean,
   or its mean / std) is built into the model.
 - feature checkpoints (moons, ...): the features (N, ...) as in training, unchanged.
+- file pairs (table, text, amazon_reviews: (N, D); sequences: (N, T, F + 1)): the PREPROCESSED
+  feature vectors, as the model saw them in training; the preprocessing fitted on the training
+  data (standardisation, one-hot categories, vocabulary; sequences: standardisation, padding
+  and the validity channel) is not built in. `Predictor.encode_file` (dann/inference.py) makes
+  them from a file: `load_predictor(ckpt).encode_file("new.csv")[0]`. Sequences: T is the
+  training length saved in the checkpoint, or `input_shape=[T,F+1]`.
 `<output>.json` says the same for the exported file: input shape, value range, normalisation,
 number of classes, domain and the parity check.
 
@@ -55,8 +61,18 @@ def export(cfg: DictConfig) -> Path:
     if fmt == "onnx":
         onnx_modules()  # before any work: a missing package is a clear error
     predictor = load_predictor(cfg.ckpt, cfg.domain, "cpu")
-    shape = tuple(cfg.input_shape) if cfg.input_shape else predictor.input_shape()
-    model = ExportedClassifier(predictor).eval()
+    shape = tuple(int(n) for n in cfg.input_shape) if cfg.input_shape else predictor.input_shape()
+    try:
+        model = ExportedClassifier(predictor, shape).eval()
+    except (ValueError, RuntimeError) as e:
+        try:
+            expected = f" (it takes {list(predictor.input_shape())})"
+        except ConfigError:
+            expected = ""
+        raise ConfigError(
+            f"input_shape={list(shape)} does not fit this {predictor.hparams.name} model"
+            f"{expected}: {str(e).splitlines()[0]}"
+        ) from None
     ckpt = Path(str(cfg.ckpt))
     output = Path(str(cfg.output)) if cfg.output else ckpt.with_name(ckpt.stem + FORMATS[fmt])
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -93,11 +109,18 @@ def export(cfg: DictConfig) -> Path:
 
 
 def example_inputs(predictor: Predictor, shape: tuple, n: int, seed: int) -> torch.Tensor:
-    """Random pixels (uint8) for image checkpoints, standard normal features otherwise."""
+    """Random pixels (uint8) for image checkpoints, standard normal features otherwise (masked
+    sequences: random lengths, zero features past them and the validity channel last)."""
     g = torch.Generator().manual_seed(seed)
     if predictor.is_image:
         return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
-    return torch.randn(n, *shape, generator=g)
+    x = torch.randn(n, *shape, generator=g)
+    if predictor.masked:
+        steps = shape[0]
+        lengths = torch.randint(1, steps + 1, (n,), generator=g)
+        valid = (torch.arange(steps)[None, :] < lengths[:, None]).float()
+        x = torch.cat([x[..., :-1] * valid[..., None], valid[..., None]], dim=-1)
+    return x
 
 
 def save_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -132,17 +155,26 @@ def onnx_modules():
 def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     for name in ("onnx_ir", "onnxscript"):  # one INFO line per optimisation pass otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
-    torch.onnx.export(
-        model,
-        (example.float(),),
-        str(path),
-        dynamo=True,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        verbose=False,
-    )
+    try:
+        torch.onnx.export(
+            model,
+            (example.float(),),
+            str(path),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as e:  # torch.export cannot trace every model (e.g. packed GRU sequences)
+        while e.__cause__ is not None:  # the root cause, not the exporter's advice
+            e = e.__cause__
+        reason = next((ln for ln in str(e).splitlines() if ln.strip()), "")
+        raise ConfigError(
+            f"torch.onnx could not export this model ({type(e).__name__}: {reason[:300]}); "
+            "use format=torchscript"
+        ) from None
 
 
 def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
@@ -167,10 +199,16 @@ def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, di
         normalisation = {"scale": scale.flatten().tolist(), "shift": shift.flatten().tolist()}
     else:
         description = f"float32 features (N, {', '.join(map(str, shape))}), as in training"
+        if predictor.masked:
+            description += (
+                ": T steps of the standardised features, zero at padded steps, then a validity "
+                "channel (1 valid, 0 padding)"
+            )
         if predictor.fitted:
             description += (
                 " (after the pair's preprocessing fitted on the training data, not built in: "
-                f"{', '.join(map(str, predictor.fitted))})"
+                f"{', '.join(map(str, predictor.fitted))}; from a file in the pair's format: "
+                f"dann.inference.load_predictor({str(cfg.ckpt)!r}).encode_file(path)[0])"
             )
         normalisation = None
     return {
@@ -187,6 +225,7 @@ def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, di
         },
         "output": f"logits (N, {predictor.num_classes}); softmax gives class probabilities",
         "num_classes": predictor.num_classes,
+        "classes": predictor.classes,
         "parity": {"max_abs_diff": diff, "tolerance": float(cfg.tolerance)},
     }
 

@@ -1,19 +1,27 @@
-"""Predict classes with a checkpoint: one CSV row per image (or per row of an .npz array).
+"""Predict classes with a checkpoint: one CSV row per image (or per row of an .npz array or
+of a table / text / sequences file).
 
     python scripts/predict.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt input=photos/
     python scripts/predict.py ckpt=... input=digit.png output=pred.csv batch_size=512 device=cpu
     python scripts/predict.py ckpt=... input=arrays.npz
+    python scripts/predict.py ckpt=<table / text / sequences checkpoint> input=new_patients.csv
 
 `input`: an image file, a folder (its image files, recursively, sorted) or an .npz holding an
 array `x`: images (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, uint8 in [0, 255] or
-float in [0, 1]; for feature checkpoints (e.g. moons) float features (N, F). Inputs get the
-checkpoint's own preprocessing (dann/inference.py: its channels, image size and normalisation).
+float in [0, 1]; for feature checkpoints (e.g. moons) float features (N, F). Checkpoints of
+file pairs take one file in the pair's format: table (CSV / Parquet / NPZ), text (CSV /
+JSONL), sequences (NPZ), amazon_reviews (a processed_acl .review file). Inputs get the
+checkpoint's own preprocessing (dann/inference.py: its channels, image size and normalisation;
+the statistics, categories and vocabulary fitted on the training data); a label column in
+the file is not used (logged).
 
 The CSV (default: <input>_predictions.csv next to the input) has the columns path, predicted
-(class index) and prob_0 .. prob_<K-1> (softmax probabilities); .npz rows are named
-`<file>.npz[i]`. Files that cannot be read are skipped and listed at the end (and in the log in
-the run dir, outputs/predict/<date>/); the CSV is written to a temporary file and renamed into
-place at the end, so a run stopped half-way leaves no partial CSV. A missing or bad checkpoint
+(class index), predicted_label (the original class label, for file pairs) and prob_0 ..
+prob_<K-1> (softmax probabilities, class k = index k); array and file rows are named
+`<file>[i]` (i from 0, in file order). Image files that cannot be read are skipped and listed
+at the end (and in the log in the run dir, outputs/predict/<date>_<time>/predict.log); the CSV
+is written to a temporary file and renamed into place at the end, so a run stopped half-way
+leaves no partial CSV. A missing or bad checkpoint
 or input is an error message and exit status 2.
 """
 
@@ -50,11 +58,18 @@ def predict(cfg: DictConfig) -> None:
         raise InvalidDataError(f"batch_size={cfg.batch_size}: must be 1 or more")
     source = Path(str(cfg.input))
     if not source.exists():
-        raise DataError(f"input={source} does not exist: give an image file, a folder or an .npz")
+        raise DataError(f"input={source} does not exist: give an image, a folder or a data file")
     predictor = load_predictor(cfg.ckpt, cfg.domain, cfg.device)
     output = Path(str(cfg.output)) if cfg.output else default_output(source)
     skipped: list[tuple[str, str]] = []
-    if source.suffix == ".npz":
+    if predictor.fitted:
+        if source.is_dir():
+            raise InvalidDataError(
+                f"input={source} is a folder; a {predictor.hparams.name} checkpoint reads one "
+                "file in its training format"
+            )
+        batches, total = file_batches(predictor, source, int(cfg.batch_size))
+    elif source.suffix == ".npz":
         batches, total = npz_batches(predictor, source, int(cfg.batch_size))
     else:
         files = _image_files(source) if source.is_dir() else [source]
@@ -105,6 +120,21 @@ def image_batches(
         yield names, torch.stack(pixels) if pixels else None, len(files[i : i + batch_size])
 
 
+def file_batches(predictor: Predictor, source: Path, batch_size: int):
+    """Batches of a file pair's input file, encoded with the checkpoint's preprocessing."""
+    x, labels = predictor.encode_file(source)
+    if labels is not None:
+        log.info("%s: its labels (%d) are not used to predict", source, len(labels))
+    return rows_batches(x, source, batch_size, lambda rows: rows), len(x)
+
+
+def rows_batches(x, source: Path, batch_size: int, prepare):
+    """(names `<file>[i]`, prepared rows, rows consumed) per batch of `x`."""
+    for i in range(0, len(x), batch_size):
+        rows = x[i : i + batch_size]
+        yield [f"{source}[{j}]" for j in range(i, i + len(rows))], prepare(rows), len(rows)
+
+
 def npz_batches(predictor: Predictor, source: Path, batch_size: int):
     """Batches of the .npz array `x` (checked whole first), and its length."""
     try:
@@ -128,12 +158,6 @@ def npz_batches(predictor: Predictor, source: Path, batch_size: int):
             )
 
     else:
-        if predictor.fitted:
-            raise InvalidDataError(
-                f"{predictor.hparams.name} checkpoints apply preprocessing fitted on their "
-                f"training data ({', '.join(map(str, predictor.fitted))}) to raw files, and "
-                "predict.py does not: it cannot predict for this pair yet"
-            )
         if x.ndim < 2 or not (np.issubdtype(x.dtype, np.floating) or x.dtype.kind in "iu"):
             raise InvalidDataError(
                 f"{source}: x has shape {x.shape} and dtype {x.dtype}; this checkpoint "
@@ -144,13 +168,7 @@ def npz_batches(predictor: Predictor, source: Path, batch_size: int):
         def prepare(rows: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
 
-    def batches():
-        for i in range(0, len(images), batch_size):
-            rows = images[i : i + batch_size]
-            names = [f"{source}[{j}]" for j in range(i, i + len(rows))]
-            yield names, prepare(rows), len(rows)
-
-    return batches(), len(images)
+    return rows_batches(images, source, batch_size, prepare), len(images)
 
 
 def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
@@ -165,15 +183,17 @@ def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
             tqdm(total=total, unit="input", disable=None) as bar,
         ):
             writer = csv.writer(f)
-            writer.writerow(
-                ["path", "predicted", *(f"prob_{k}" for k in range(predictor.num_classes))]
-            )
+            classes = predictor.classes
+            label = ["predicted_label"] if classes else []
+            probs_ = [f"prob_{k}" for k in range(predictor.num_classes)]
+            writer.writerow(["path", "predicted", *label, *probs_])
             for names, x, consumed in batches:
                 if names:
                     logits = run_model(predictor, x)
                     probs, best = logits.softmax(dim=1).tolist(), logits.argmax(dim=1).tolist()
                     for name, k, p in zip(names, best, probs, strict=True):
-                        writer.writerow([name, k, *(f"{v:.8g}" for v in p)])
+                        original = [classes[k]] if classes else []
+                        writer.writerow([name, k, *original, *(f"{v:.8g}" for v in p)])
                     rows += len(names)
                 bar.update(consumed)
         if rows:

@@ -113,3 +113,61 @@ def test_export_bad_input_is_a_clear_error(overrides, message, mnist_ckpt, tmp_p
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- sequences: (N, T, F + 1) inputs, T saved with the checkpoint's preprocessing -------------
+
+
+@pytest.fixture(scope="module")
+def sequences_ckpt(tmp_path_factory, data_dir) -> Path:
+    """A GRU on 2-feature sequences of up to 24 (source) and 30 (target) steps."""
+    import numpy as np
+    from test_sequences import sequences
+
+    out = tmp_path_factory.mktemp("sequences")
+    shapes = {"src": (60, 24, 0, 0.0), "tgt": (40, 30, 1, 1.0)}  # n, T, seed, offset
+    for name, (n, steps, seed, offset) in shapes.items():
+        x, y, lengths = sequences(n, steps, seed, offset)
+        np.savez(out / f"{name}.npz", x=x, y=y, lengths=lengths)
+    return fast_dev_checkpoint(
+        out, data_dir, "dataset=sequences", "backbone=gru", f"dataset.source={out / 'src.npz'}",
+        f"dataset.target={out / 'tgt.npz'}", "dataset.batch_size=16",
+    )  # fmt: skip
+
+
+def test_sequences_export_to_torchscript_matches_the_checkpoint(sequences_ckpt, tmp_path):
+    from dann.inference import load_predictor
+
+    out = export_script.export(export_cfg(f"ckpt={sequences_ckpt}", f"output={tmp_path}/m.pt"))
+    card = json.loads(out.with_name("m.pt.json").read_text())
+    assert card["input"]["shape"] == ["N", 30, 3] and card["classes"] == [0, 1, 2]
+    assert "encode_file" in card["input"]["description"]
+    model = torch.jit.load(str(out))
+    # real inputs: the target file encoded with the checkpoint's standardisation
+    predictor = load_predictor(sequences_ckpt)
+    x, _ = predictor.encode_file(sequences_ckpt.with_name("tgt.npz"))
+    assert x.shape == (40, 30, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), predictor.logits(x), atol=1e-5, rtol=0)
+
+
+def test_sequences_export_without_a_saved_length_needs_input_shape(
+    sequences_ckpt, tmp_path, capsys
+):
+    state = torch.load(sequences_ckpt, map_location="cpu", weights_only=True)
+    del state["DomainAdaptationDataModule"]["preprocessing"]["steps"]  # an older checkpoint
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    for overrides, message in [
+        ([], "pass input_shape=[T,3] (T steps of 2 feature(s) + the validity channel)"),
+        (["input_shape=[12,5]"], "input_shape=[12, 5] does not fit this sequences model"),
+    ]:
+        with pytest.raises(SystemExit) as exit_, reported_as_exit():
+            export_script.export(export_cfg(f"ckpt={old}", f"output={tmp_path}/m.pt", *overrides))
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+    out = export_script.export(
+        export_cfg(f"ckpt={old}", f"output={tmp_path}/m.pt", "input_shape=[12,3]")
+    )
+    card = json.loads(out.with_name("m.pt.json").read_text())
+    assert card["input"]["shape"] == ["N", 12, 3] and card["parity"]["max_abs_diff"] <= 1e-4

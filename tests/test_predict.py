@@ -213,3 +213,115 @@ def test_folder_pair_images_get_the_pairs_evaluation_transform():
     assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.uint8
     expected = folder_transforms(datamodule.spec)[1](image)
     torch.testing.assert_close(predictor.prepare(pixels[None])[0], expected)
+
+
+# ---- checkpoints of file pairs: the input file gets the checkpoint's fitted preprocessing -------
+
+
+def file_pair_reference(ckpt: Path, domain: str):
+    """The checkpoint's module, and the datamodule rebuilt from the checkpoint (its saved
+    preprocessing) with `domain`'s test rows: (module, encoded test inputs, their row indices
+    in the file)."""
+    from dann.data import DomainAdaptationDataModule
+    from dann.data.userfiles import split_rows
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    module = DALightningModule(**state["hyper_parameters"])
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    hp = dict(state["datamodule_hyper_parameters"])
+    hp.update(hp.pop("options", None) or {})
+    datamodule = DomainAdaptationDataModule(**hp)
+    datamodule.load_state_dict(state["DomainAdaptationDataModule"])
+    datamodule.setup("test")
+    split = getattr(datamodule.data, domain).test
+    n = len(getattr(datamodule.data, domain).train) + len(getattr(datamodule.data, domain).val)
+    seed = hp["split_seed"] + (domain == "target")
+    file = Path(hp[domain])
+    rows = split_rows(n + len(split), hp["val_fraction"], hp["test_fraction"], seed, file)[2]
+    return module, split.inputs, rows.tolist()
+
+
+def check_file_predictions(ckpt: Path, domain: str, csv_path: Path, classes: list) -> None:
+    """The CSV's rows of `domain`'s test split == the module's argmax on the datamodule's own
+    encoded test inputs; predicted_label is the original class label of the index."""
+    module, inputs, rows = file_pair_reference(ckpt, domain)
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    with torch.no_grad():
+        reference = module(inputs, 1).softmax(dim=1)
+    picked = [table[i] for i in rows]
+    assert [int(r["predicted"]) for r in picked] == reference.argmax(dim=1).tolist()
+    probs = np.array([[float(r[f"prob_{k}"]) for k in range(len(classes))] for r in picked])
+    np.testing.assert_allclose(probs, reference.numpy(), atol=1e-6)
+    assert all(r["predicted_label"] == str(classes[int(r["predicted"])]) for r in table)
+
+
+@pytest.fixture(scope="module")
+def table_ckpt(tmp_path_factory, data_dir) -> Path:
+    """test_tables' pair (label `outcome`: yes / no; a categorical column), both files CSV."""
+    from test_tables import frame
+
+    out = tmp_path_factory.mktemp("table")
+    frame(200, 0).to_csv(out / "hospital_a.csv", index=False)
+    frame(100, 1, target=True).to_csv(out / "hospital_b.csv", index=False)
+    return fast_dev_checkpoint(
+        out, data_dir, "dataset=table", "dataset.label=outcome",
+        f"dataset.source={out / 'hospital_a.csv'}", f"dataset.target={out / 'hospital_b.csv'}",
+    )  # fmt: skip
+
+
+def test_predict_a_table_csv_with_the_checkpoints_preprocessing(table_ckpt, tmp_path, caplog):
+    import pandas as pd
+
+    ckpt, tgt = table_ckpt, table_ckpt.with_name("hospital_b.csv")
+    target = pd.read_csv(tgt)
+    out = tmp_path / "pred.csv"
+    with caplog.at_level("INFO"):
+        predict_script.predict(predict_cfg(f"ckpt={ckpt}", f"input={tgt}", f"output={out}"))
+    assert "labels (100) are not used" in caplog.text
+    paths, predicted, probs = read_csv(out)
+    assert paths == [f"{tgt}[{i}]" for i in range(100)] and probs.shape == (100, 2)
+    check_file_predictions(ckpt, "target", out, ["no", "yes"])
+    # the same rows without the label column, columns in another order: the same predictions
+    shuffled = tmp_path / "shuffled.csv"
+    target.drop(columns=["outcome"])[list(target.columns[-2::-1])].to_csv(shuffled, index=False)
+    predict_script.predict(predict_cfg(f"ckpt={ckpt}", f"input={shuffled}"))
+    again = read_csv(tmp_path / "shuffled_predictions.csv")
+    np.testing.assert_allclose(again[2], probs, atol=1e-7)
+
+
+def test_predict_a_text_csv_with_the_checkpoints_vocabulary(tmp_path, data_dir):
+    from test_text import reviews, write_jsonl
+
+    src, tgt = tmp_path / "books.csv", tmp_path / "kitchen.jsonl"
+    reviews(200, 0).to_csv(src, index=False)
+    write_jsonl(reviews(100, 1, target=True), tgt)
+    ckpt = fast_dev_checkpoint(
+        tmp_path / "run",
+        data_dir,
+        "dataset=text",
+        "dataset.text_column=review",
+        "dataset.label=sentiment",
+        f"dataset.source={src}",
+        f"dataset.target={tgt}",
+    )
+    out = tmp_path / "pred.csv"
+    predict_script.predict(predict_cfg(f"ckpt={ckpt}", f"input={src}", f"output={out}"))
+    check_file_predictions(ckpt, "source", out, ["neg", "pos"])
+
+
+def test_predict_file_pair_bad_input_is_a_clear_error(table_ckpt, tmp_path, capsys):
+    from test_tables import frame
+
+    ckpt = table_ckpt
+    frame(5, 2).drop(columns=["b"]).to_csv(tmp_path / "narrow.csv", index=False)
+    (tmp_path / "x.txt").write_text("a,b\n1,2\n")
+    for name, message in [
+        ("narrow.csv", "are not the ones the checkpoint was trained with"),
+        ("x.txt", "a table checkpoint reads .csv, .parquet, .pq, .npz files"),
+    ]:
+        with pytest.raises(SystemExit) as exit_, reported_as_exit():
+            predict_script.predict(predict_cfg(f"ckpt={ckpt}", f"input={tmp_path / name}"))
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*predictions.csv"))

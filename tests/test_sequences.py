@@ -97,9 +97,14 @@ def test_backbones_read_only_the_valid_steps(backbone):
     assert not torch.allclose(net(_masked(padded, 12)), with_padding, atol=1e-3)
 
 
-@pytest.mark.parametrize("backbone", ["gru", "conv1d"])
-@pytest.mark.parametrize("method", ["dann", "source_only"])
-def test_sequence_backbones_train_on_the_pair(make_cfg, files, backbone, method):
+METHODS = ["dann", "daan", "cdan", "source_only", "target_oracle"]
+
+
+@pytest.mark.parametrize(
+    "backbone, method",
+    [("gru", m) for m in METHODS] + [("conv1d", m) for m in ("dann", "source_only")],
+)
+def test_every_method_trains_on_the_pair(make_cfg, files, backbone, method):
     src, tgt = files
     summary = run(
         make_cfg(
@@ -111,6 +116,7 @@ def test_sequence_backbones_train_on_the_pair(make_cfg, files, backbone, method)
             "trainer.fast_dev_run=true",
         )
     )
+    assert 0.0 <= summary["test/source_acc"] <= 1.0
     assert 0.0 <= summary["test/target_acc"] <= 1.0
 
 

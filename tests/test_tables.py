@@ -3,7 +3,9 @@ standardisation and labels; every method trains on them; the analysis callbacks 
 run on feature vectors; bad files fail before training, naming the file and the fix; and DANN
 beats source-only on a tabular covariate shift at every seed."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,15 @@ from dann.train import run
 from tests.conftest import target_acc_by_method
 
 LOAD = get_pair("table")
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def frame(n: int, seed: int, target: bool = False, label: str = "outcome") -> pd.DataFrame:
@@ -204,6 +215,54 @@ def test_checkpoint_carries_the_standardisation(make_cfg, files, tmp_path):
     dm.load_state_dict(ckpt["DomainAdaptationDataModule"])
     mean, std = saved["numeric"]["a0"]
     assert float(dm.data.source.train.inputs[:, 0].mean()) == pytest.approx(10.0 / std, abs=0.5)
+
+
+def test_evaluate_a_table_checkpoint_on_new_files_with_a_subset_of_classes(
+    make_cfg, files, tmp_path, data_dir
+):
+    """README 'Your own data': `scripts/evaluate.py ckpt=... dataset.source=... dataset.target=...`
+    on the checkpoint's pair (no dataset=table), a new source holding one of the two trained
+    classes: scored with the run's statistics and classes, not refitted on the new files."""
+    src, tgt = files
+    run(
+        make_cfg(
+            *TABLE[:2], f"dataset.source={src}", f"dataset.target={tgt}", "trainer.max_epochs=1"
+        )
+    )
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    only_yes = frame(200, 7).query("outcome == 'yes'")
+    only_yes.to_csv(tmp_path / "new_source.csv", index=False)
+    frame(60, 8, target=True).to_csv(tmp_path / "new_target.csv", index=False)
+    out = tmp_path / "eval"
+    proc = evaluate_py(
+        f"ckpt={ckpt}",
+        f"dataset.source={tmp_path / 'new_source.csv'}",
+        f"dataset.target={tmp_path / 'new_target.csv'}",
+        f"hydra.run.dir={out}",
+        data_dir=data_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "table"
+    source = metrics["source"]
+    assert source["n"] == round(len(only_yes) * 0.1) and len(source["per_class_accuracy"]) == 2
+    assert sum(source["confusion_matrix"][0]) == 0  # no 'no' row in the new source
+    assert sum(source["confusion_matrix"][1]) == source["n"]
+    assert metrics["target"]["n"] == 6
+    # a key the checkpoint's pair does not have: an error naming its keys
+    evaluate = load_script("evaluate")
+    typo = ["++dataset.tagret=x.csv"]
+    assert evaluate.checkpoint_pair_overrides(["dataset.tagret=x.csv"]) == typo
+    assert evaluate.checkpoint_pair_overrides(["dataset=table", "dataset.x=1"])[1] == "dataset.x=1"
+    trained_on = torch.load(ckpt, weights_only=True)["datamodule_hyper_parameters"]
+    with pytest.raises(ConfigError, match="dataset.tagret: the checkpoint's pair 'table' has no "):
+        evaluate.dataset_config(make_cfg("++dataset.tagret=x.csv"), trained_on, typo)
+
+
+def test_a_class_count_other_than_the_models_is_a_config_error(files):
+    hp = {"name": "table", "source": str(files[0]), "target": str(files[1]), "label": "outcome"}
+    with pytest.raises(ConfigError, match="has 2 classes but dataset.num_classes=3: set dataset"):
+        DomainAdaptationDataModule(**hp, num_classes=3, channels=None, image_size=None).setup()
 
 
 # ---- bad input: each a clear error naming the file and the fix, before any training ----------

@@ -4,6 +4,9 @@ the checkpoint to scripts/evaluate.py; bad files fail before training; DANN beat
 on a vocabulary shift at every seed; the Amazon processed and svmlight formats load."""
 
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,6 +139,25 @@ def test_vocabulary_travels_with_the_checkpoint_to_evaluate(make_cfg, files, tmp
     assert metrics["target"]["n"] == 6 and 0.0 <= metrics["target"]["accuracy"] <= 1.0
 
 
+METHODS = ["dann", "daan", "cdan", "source_only", "target_oracle"]
+TEXT = ["dataset=text", "dataset.text_column=review", "dataset.label=sentiment"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_on_text(make_cfg, files, method):
+    src, tgt = files
+    cfg = make_cfg(
+        *TEXT,
+        f"dataset.source={src}",
+        f"dataset.target={tgt}",
+        f"method={method}",
+        "trainer.fast_dev_run=true",
+    )
+    summary = run(cfg)
+    assert 0.0 <= summary["test/source_acc"] <= 1.0
+    assert 0.0 <= summary["test/target_acc"] <= 1.0
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 
@@ -159,6 +181,10 @@ def test_bad_text_files(tmp_path, files):
     (tmp_path / "broken.jsonl").write_text('{"review": "ok", "sentiment": "pos"}\n{"review": \n')
     with pytest.raises(InvalidDataError, match="broken.jsonl, line 2: not JSON"):
         LOAD(spec(files[0], tmp_path / "broken.jsonl"))
+    latin1 = '{"review": "ok", "sentiment": "pos"}\n{"review": "caf\u00e9", "sentiment": "neg"}\n'
+    (tmp_path / "latin1.jsonl").write_bytes(latin1.encode("latin-1"))
+    with pytest.raises(InvalidDataError, match="latin1.jsonl, line 2: not UTF-8 .*re-save"):
+        LOAD(spec(files[0], tmp_path / "latin1.jsonl"))
     other = reviews(40, 2, target=True)
     other.loc[5, "sentiment"] = "mixed"
     write_jsonl(other, tmp_path / "mixed.jsonl")
@@ -265,26 +291,48 @@ def test_amazon_without_files_says_where_to_put_them(tmp_path):
     with pytest.raises(
         DataError,
         match=r"books and kitchen are not under .*amazon/DOMAIN/"
-        r"\{positive,negative,unlabeled\}.review.*processed_acl",
+        r"\{positive,negative,unlabeled\}.review.*processed_acl.*dataset.download=true",
     ):
         AMAZON(amazon(tmp_path))
-    with pytest.raises(DataError, match="no embedded data"):
+    with pytest.raises(DataError, match="no embedded data.*dataset.download=true"):
         AMAZON(PairSpec("amazon_reviews", options={"source": "books", "target": "dvd"}))
     with pytest.raises(Exception, match="dataset.target='music': choose one of books, dvd"):
         AMAZON(amazon(tmp_path, target="music"))
 
 
-def test_paper_amazon_preset_runs(make_cfg, tmp_path):
+def test_the_documented_12_pair_amazon_loop_runs_each_pair_once():
+    """README's loop (with `echo` for python) asks for the 12 ordered pairs of different domains,
+    one sweep dir each, and nothing else (a same-domain pair would stop the multirun)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    loop = next(b for b in blocks if "for s in books" in b)
+    out = subprocess.run(
+        ["bash", "-c", loop.replace("python ", "echo python ")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    pairs = [re.search(r"source=(\w+) dataset.target=(\w+)", line).groups() for line in out[:-1]]
+    domains = ["books", "dvd", "electronics", "kitchen"]
+    assert sorted(pairs) == [(s, t) for s in domains for t in domains if s != t]
+    assert all("-m experiment=paper_amazon_reviews" in line for line in out[:-1])
+    assert out[-1] == "python scripts/compare.py outputs/multirun/amazon"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_paper_amazon_preset_runs_every_method(make_cfg, tmp_path, method):
     write_processed(tmp_path, "books", sizes=(40, 40, 10), seed=0)
     write_processed(tmp_path, "kitchen", sizes=(40, 40, 10), seed=1)
     cfg = make_cfg(
         "experiment=paper_amazon_reviews",
         f"dataset.root={tmp_path}",
         "dataset.input_size=11",
+        f"method={method}",
         "trainer.fast_dev_run=true",
     )
     assert cfg.backbone.features.hidden == [50] and cfg.schedule.value == 0.1
     summary = run(cfg)
+    assert 0.0 <= summary["test/source_acc"] <= 1.0
     assert 0.0 <= summary["test/target_acc"] <= 1.0
 
 

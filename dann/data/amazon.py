@@ -2,7 +2,8 @@
 of Blitzer et al. (2007) in Chen et al.'s (2012, mSDA) setting: domains books, dvd, electronics,
 kitchen; 5,000 unigram + bigram count features; labels negative (0) / positive (1).
 
-No data ships with it (nothing is downloaded); `dataset.root` holds either
+No data ships with it; `dataset.download=true` fetches processed_acl.tar.gz into `dataset.root`
+(dann.data.sources), which holds either
 - the processed release (processed_acl.tar.gz of the Multi-Domain Sentiment Dataset, unpacked):
   ROOT/{amazon,processed_acl}/DOMAIN/{positive,negative,unlabeled}.review, one review per
   line as `term:count term_bigram:count ... #label#:positive|negative`. The 5,000 features are
@@ -166,8 +167,9 @@ def load_amazon_reviews(spec: PairSpec) -> PairData:
         raise ConfigError(f"dataset.source and dataset.target are both {source!r}: pick two")
     if spec.root is None:
         raise DataError(
-            f"amazon_reviews has no embedded data (nothing is downloaded): pass dataset.root="
-            f"DIR holding {LAYOUT.replace('ROOT', 'DIR')}"
+            f"amazon_reviews has no embedded data: pass dataset.root=DIR holding "
+            f"{LAYOUT.replace('ROOT', 'DIR')}, or dataset.root=DIR dataset.download=true to "
+            "fetch processed_acl.tar.gz there"
         )
     root = Path(spec.root).expanduser()
     processed = (processed_dir(root, source), processed_dir(root, target))
@@ -181,7 +183,8 @@ def load_amazon_reviews(spec: PairSpec) -> PairData:
         missing = [d for d, p, s in found if not (p or s)]
         raise DataError(
             f"the Amazon reviews of {' and '.join(missing)} are not under {root}: put them in "
-            f"{LAYOUT.replace('ROOT', str(root))}"
+            f"{LAYOUT.replace('ROOT', str(root))}, or add dataset.download=true to fetch "
+            "processed_acl.tar.gz there"
         )
     width = spec.options.get("input_size")
     if width is not None and xs.shape[1] != width:

@@ -213,9 +213,11 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         hp = self.hparams
         pair, self._prepared = self._prepared or self.loader(self.spec), None
         if hp.num_classes is not None and pair.num_classes != hp.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {hp.name} has {pair.num_classes} classes but "
-                f"dataset.num_classes={hp.num_classes}"
+                f"dataset.num_classes={hp.num_classes}: set dataset.num_classes="
+                f"{pair.num_classes} (null: read from the data), or use data with the classes "
+                "the model was trained on"
             )
         pair = replace(pair, source=self._adapt(pair.source), target=self._adapt(pair.target))
         if hp.train_on_target_labels:

@@ -4,7 +4,8 @@
     python train.py dataset=sequences dataset.source=src.npz dataset.target=tgt.npz backbone=gru
 
 - Each feature is standardised with the mean and std over the valid steps of the SOURCE
-  TRAINING sequences (logged; saved as the pair's `preprocessing`).
+  TRAINING sequences (logged; saved as the pair's `preprocessing`, with the training length
+  T, `steps`, which scripts/export.py uses).
 - Both domains are padded to the longer T. The inputs the backbone gets are (N, T, F + 1): the
   standardised features, zero at padded steps, then a validity channel (1 valid, 0 padding).
   `gru` packs the sequences by those lengths; `conv1d` zeroes padded steps after each layer
@@ -97,6 +98,19 @@ def encode(x: np.ndarray, lengths: np.ndarray, scale: dict, steps: int) -> torch
     return torch.from_numpy(out)
 
 
+def encode_file(file: Path, fitted: dict, options: dict) -> tuple[torch.Tensor, np.ndarray | None]:
+    """One NPZ file's sequences encoded with a checkpoint's fitted standardisation
+    (scripts/predict.py): (inputs (N, T, F + 1), padded to at least the training length; y or
+    None)."""
+    x, y, lengths = read_sequences(file)
+    if x.shape[2] != len(fitted["mean"]):
+        raise InvalidDataError(
+            f"{file} has {x.shape[2]} features per step; the checkpoint was trained with "
+            f"{len(fitted['mean'])}"
+        )
+    return encode(x, lengths, fitted, max(x.shape[1], int(fitted.get("steps") or 0))), y
+
+
 @register_pair("sequences")
 def load_sequences(spec: PairSpec) -> PairData:
     o = spec.options
@@ -118,7 +132,8 @@ def load_sequences(spec: PairSpec) -> PairData:
     )
     if fitted is None:
         train = src_rows[0].numpy()
-        fitted = {**fit_scale(xs[train], ls[train]), "classes": classes}
+        steps = max(xs.shape[1], xt.shape[1])  # the training length, for export
+        fitted = {**fit_scale(xs[train], ls[train]), "classes": classes, "steps": steps}
         log.info(
             "sequences: %d feature(s) standardised with the source training sequences' valid "
             "steps: mean %s, std %s",

@@ -207,6 +207,25 @@ def encode_table(frame, fitted: dict, file: Path) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(blocks, axis=1)).float()
 
 
+def encode_file(file: Path, fitted: dict, options: dict) -> tuple[torch.Tensor, np.ndarray | None]:
+    """One file's rows encoded with a checkpoint's fitted preprocessing (scripts/predict.py):
+    (features (N, D), the label column's values or None). Feature columns in any order."""
+    frame, labels = read_table(file, str(fitted.get("label") or options.get("label") or "label"))
+    frame = frame.rename(columns=str)
+    if len(frame) == 0:
+        raise InvalidDataError(f"{file} has a header but no rows: give a file with examples")
+    if set(frame.columns) == set(fitted["columns"]):
+        frame = frame[fitted["columns"]]
+    numeric = [c for c in fitted["numeric"] if c in frame.columns]
+    text = [c for c in numeric if not _pandas().api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise InvalidDataError(
+            f"{file}: column(s) {_names(text)} hold text, but were numeric in the training data"
+        )
+    check_finite(frame, numeric, file)
+    return encode_table(frame, fitted, file), labels
+
+
 def describe(fitted: dict, n_train: int) -> str:
     stats = fitted["numeric"]
     shown = [f"{c} {m:.4g}/{s:.4g}" for c, (m, s) in list(stats.items())[:SHOWN]]

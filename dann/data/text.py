@@ -44,8 +44,15 @@ def _records(file: Path):
         except (ValueError, pd.errors.ParserError) as e:
             raise InvalidDataError(f"{file} is not a readable CSV file ({e})") from e
     rows = []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(file, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidDataError(
+                    f"{file}, line {number}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                    "JSONL files must be UTF-8: re-save it as UTF-8 (e.g. iconv -t utf-8)"
+                ) from e
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -108,6 +115,14 @@ def vectorizer(ngram_max: int, binary: bool, max_features: int | None = None, vo
 def bag_of_words(texts: list[str], fitted: dict) -> torch.Tensor:
     v = vectorizer(fitted["ngram_max"], fitted["binary"], vocabulary=fitted["vocabulary"])
     return torch.from_numpy(v.transform(texts).toarray())
+
+
+def encode_file(file: Path, fitted: dict, options: dict) -> tuple[torch.Tensor, np.ndarray | None]:
+    """One CSV / JSONL file's texts as bags of words over a checkpoint's vocabulary
+    (scripts/predict.py): (counts (N, V), the label column's values or None)."""
+    text_column = str(options.get("text_column") or "text")
+    texts, labels = read_texts(file, text_column, str(options.get("label") or "label"), "target")
+    return bag_of_words(texts, fitted), labels
 
 
 @register_pair("text")
