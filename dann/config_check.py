@@ -74,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     container = OmegaConf.to_container(cfg, resolve=True)
     check_keys(container)
     check_ranges(container)
+    check_token_backbone(container)
     norm = container.get("norm") or {}
     if norm:
         check_norm(norm.get("mode"), norm.get("eval_stats"))
@@ -98,6 +99,22 @@ def validate(cfg: DictConfig) -> None:
             "selection.metric=%s (selection=target_oracle): the checkpoint is picked with TARGET "
             "LABELS, so the results are oracle numbers, not a domain-adaptation result",
             ORACLE_METRIC,
+        )
+
+
+def check_token_backbone(tree: dict) -> None:
+    """dataset.representation=tokens (word ids) and a backbone that embeds ids go together."""
+    tokens = (tree.get("dataset") or {}).get("representation") == "tokens"
+    embeds = "vocab_size" in ((tree.get("backbone") or {}).get("features") or {})
+    if tokens and not embeds:
+        raise ConfigError(
+            "dataset.representation=tokens gives word ids: use backbone=gru_tokens, which embeds "
+            "them (or dataset.representation=bow for this backbone)"
+        )
+    if embeds and not tokens:
+        raise ConfigError(
+            "backbone=gru_tokens reads word ids: use it with dataset=text "
+            "dataset.representation=tokens"
         )
 
 

@@ -61,6 +61,12 @@ def export(cfg: DictConfig) -> Path:
     if fmt == "onnx":
         onnx_modules()  # before any work: a missing package is a clear error
     predictor = load_predictor(cfg.ckpt, cfg.domain, "cpu")
+    if (predictor.fitted or {}).get("representation") == "tokens":
+        raise ConfigError(
+            "this text model reads word ids (dataset.representation=tokens), which export.py "
+            "does not trace: predict with scripts/predict.py, or train with the bag of words "
+            "(dataset.representation=bow) to export"
+        )
     shape = tuple(int(n) for n in cfg.input_shape) if cfg.input_shape else predictor.input_shape()
     try:
         model = ExportedClassifier(predictor, shape).eval()

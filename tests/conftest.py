@@ -82,3 +82,14 @@ def target_acc_by_method(make_cfg, tmp_path: Path, data: list[str], seed: int) -
         cfg.paths.output_dir = str(tmp_path / method)
         acc[method] = run(cfg)["test/target_acc"]
     return acc
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    path = ROOT / "scripts" / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

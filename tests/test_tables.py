@@ -3,9 +3,7 @@ standardisation and labels; every method trains on them; the analysis callbacks 
 run on feature vectors; bad files fail before training, naming the file and the fix; and DANN
 beats source-only on a tabular covariate shift at every seed."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,18 +15,9 @@ from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
 from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
-from tests.conftest import target_acc_by_method
+from tests.conftest import load_script, target_acc_by_method
 
 LOAD = get_pair("table")
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    module_spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def frame(n: int, seed: int, target: bool = False, label: str = "outcome") -> pd.DataFrame:

@@ -12,13 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_evaluate import evaluate_py
 
 from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
-from dann.errors import DataError, InvalidDataError
+from dann.data.text import PAD, UNKNOWN, token_ids
+from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
-from tests.conftest import target_acc_by_method
+from tests.conftest import load_script, target_acc_by_method
 
 LOAD = get_pair("text")
 GOOD = ["great", "love", "excellent", "happy", "recommend", "perfect"]
@@ -156,6 +158,103 @@ def test_every_method_trains_on_text(make_cfg, files, method):
     summary = run(cfg)
     assert 0.0 <= summary["test/source_acc"] <= 1.0
     assert 0.0 <= summary["test/target_acc"] <= 1.0
+
+
+# ---- token ids for the GRU (dataset.representation=tokens, backbone=gru_tokens) -------------
+
+TOKENS = [*TEXT, "dataset.representation=tokens", "backbone=gru_tokens"]
+
+
+def test_token_vocabulary_is_fitted_on_training_texts_only(tmp_path, files):
+    src = reviews(50, 0)
+    src.loc[:, "review"] = [f"{t} word{i}" for i, t in enumerate(src.review)]  # one per row
+    src.to_csv(tmp_path / "s.csv", index=False)
+    pair = LOAD(spec(tmp_path / "s.csv", files[1], representation="tokens", max_length=12))
+    fitted = pair.preprocessing
+    vocabulary = fitted["vocabulary"]
+    assert fitted["representation"] == "tokens" and fitted["max_length"] == 12
+    # words only, most frequent first: 'verified' / 'purchase' twice in every target text
+    assert set(vocabulary[:2]) == {"verified", "purchase"} and " " not in "".join(vocabulary)
+    assert pair.input_size == len(vocabulary) + 2  # + padding and unknown
+    assert len([w for w in vocabulary if w.startswith("word")]) == 40  # the 40 training rows
+    for split in (pair.source.train, pair.source.val, pair.source.test):
+        assert split.inputs.dtype == torch.int64 and split.inputs.shape[1] == 12
+    # a val / test row's own word is unknown (id 1); every word of a training row is known
+    held_out = torch.cat([pair.source.val.inputs, pair.source.test.inputs])
+    assert ((held_out == UNKNOWN).sum(1) == 1).all()
+    assert (pair.source.train.inputs != UNKNOWN).all()
+    assert pair.source.train.inputs.max() == len(vocabulary) + 1
+
+
+def test_token_ids_are_padded_and_truncated_to_max_length():
+    fitted = {"vocabulary": ["great", "pan"], "representation": "tokens", "max_length": 4}
+    ids, lengths = token_ids(["Great PAN, great!", "", "a sturdy pan is great value"], fitted)
+    great, pan = 2, 3
+    assert ids.tolist() == [
+        [great, pan, great, PAD],  # lowercased, punctuation dropped, padded
+        [PAD] * 4,  # no words
+        [UNKNOWN, pan, UNKNOWN, great],  # 'a' (one letter) is no word; cut after 4 words
+    ]
+    assert lengths.tolist() == [3, 0, 4]
+
+
+def test_gru_tokens_reads_each_text_up_to_its_length():
+    from dann.models import GRUFeatures
+
+    torch.manual_seed(0)
+    gru = GRUFeatures(input_size=4, hidden_size=6, vocab_size=5)
+    short, padded = torch.tensor([[2, 3, 1]]), torch.tensor([[2, 3, 1, PAD, PAD]])
+    assert torch.allclose(gru(short), gru(padded))  # padding never enters the recurrence
+    assert not torch.allclose(gru(padded), gru(torch.tensor([[2, 3, 1, 4, PAD]])))
+    with pytest.raises(ValueError, match="reads token ids .*representation=tokens"):
+        gru(torch.zeros(1, 5))
+
+
+def test_gru_reads_token_ids_and_the_vocabulary_is_in_the_checkpoint(make_cfg, files, tmp_path):
+    src, tgt = files
+    cfg = make_cfg(
+        *TOKENS,
+        f"dataset.source={src}",
+        f"dataset.target={tgt}",
+        "dataset.max_length=16",
+        "backbone.features.input_size=8",
+        "backbone.features.hidden_size=8",
+        "trainer.max_epochs=1",
+    )
+    summary = run(cfg)
+    assert 0.0 <= summary["test/target_acc"] <= 1.0
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = ckpt["DomainAdaptationDataModule"]["preprocessing"]
+    with pytest.raises(ConfigError, match="reads word ids.*scripts/predict.py"):
+        last = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+        request = {"ckpt": last, "format": "torchscript", "domain": "target", "input_shape": None}
+        load_script("export").export(OmegaConf.create(request))
+    assert saved["representation"] == "tokens" and saved["max_length"] == 16
+    assert "great" in saved["vocabulary"]
+    embedding = ckpt["state_dict"]["feature_extractor.embed.weight"]
+    assert embedding.shape == (len(saved["vocabulary"]) + 2, 8)
+    assert torch.all(embedding[PAD] == 0)  # the padding id's vector stays zero
+    # reloaded with the checkpoint's state: the training vocabulary encodes the texts
+    dm = DomainAdaptationDataModule(**ckpt["datamodule_hyper_parameters"])
+    dm.load_state_dict(ckpt["DomainAdaptationDataModule"])
+    dm.setup("test")
+    assert dm.data.preprocessing["vocabulary"] == saved["vocabulary"]
+    assert dm.data.target.test.inputs.shape == (10, 16)
+
+
+def test_token_ids_need_the_token_backbone(make_cfg, files):
+    from dann.config_check import validate
+
+    src, tgt = files
+    data = [*TEXT, f"dataset.source={src}", f"dataset.target={tgt}"]
+    with pytest.raises(ConfigError, match="representation=tokens gives word ids: use backbone"):
+        validate(make_cfg(*data, "dataset.representation=tokens", "backbone=gru"))
+    with pytest.raises(ConfigError, match="backbone=gru_tokens reads word ids"):
+        validate(make_cfg(*data, "backbone=gru_tokens"))
+    with pytest.raises(ConfigError, match="dataset.representation=words: choose one of bow, tok"):
+        LOAD(spec(src, tgt, representation="words"))
+    with pytest.raises(ConfigError, match="dataset.max_length=0: .*positive"):
+        LOAD(spec(src, tgt, representation="tokens", max_length=0))
 
 
 # ---- bad input -------------------------------------------------------------------------------

@@ -142,6 +142,9 @@ class GRUFeatures(nn.Module):
     an image (N, C, H, W) is read pixel by pixel with input_size=1, row by row with input_size=W.
     `masked=True`: (N, T, input_size + 1) inputs whose last channel marks the valid steps
     (dataset=sequences); each sequence is read up to its own length (packed).
+    `vocab_size=V`: (N, T) token ids in [0, V), 0 = padding after each sequence's end
+    (dataset=text representation=tokens); each id is embedded as an `input_size`-wide learned
+    vector and each sequence read up to its last non-padding id (packed).
     """
 
     def __init__(
@@ -152,9 +155,11 @@ class GRUFeatures(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         masked: bool = False,
+        vocab_size: int | None = None,
     ):
         super().__init__()
         self.input_size, self.masked = input_size, masked
+        self.embed = None if vocab_size is None else nn.Embedding(vocab_size, input_size, 0)
         self.directions = 2 if bidirectional else 1
         self.gru = nn.GRU(
             input_size,
@@ -167,7 +172,22 @@ class GRUFeatures(nn.Module):
         self.out_features = hidden_size * self.directions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.masked:  # variable lengths: packed, so padding never enters the recurrence
+        tokens = x.dtype == torch.int64
+        if tokens != (self.embed is not None):
+            raise ValueError(
+                "GRUFeatures got token ids (int64): use backbone=gru_tokens, which embeds them"
+                if tokens
+                else f"GRUFeatures(vocab_size=...) reads token ids (int64), got {x.dtype} inputs: "
+                "use backbone=gru_tokens only with dataset.representation=tokens"
+            )
+        if tokens:
+            if x.dim() != 2:
+                raise ValueError(f"token ids are (N, T), got {tuple(x.shape)}")
+            lengths = (x != 0).sum(1).clamp(min=1).cpu()
+            x = nn.utils.rnn.pack_padded_sequence(
+                self.embed(x), lengths, batch_first=True, enforce_sorted=False
+            )
+        elif self.masked:  # variable lengths: packed, so padding never enters the recurrence
             x, mask = split_mask(x)
             lengths = mask.sum(1).long().clamp(min=1).cpu()
             x = nn.utils.rnn.pack_padded_sequence(
