@@ -15,7 +15,8 @@ The model's input then comes from the same code paths as in training:
   training batches are;
 - checkpoints of file pairs (table, sequences, text, amazon_reviews): a file in the pair's own
   format, encoded by `Predictor.encode_file` with the preprocessing fitted on the training data
-  and saved in the checkpoint (statistics, categories, vocabulary, classes; `FILE_PAIRS`).
+  and saved in the checkpoint (statistics, categories, vocabulary, classes; each pair
+  module's `encode_file`).
 
 Every image becomes `pixels` first: uint8 (C, S, S) at the model's channels and size. The
 exported model takes these pixel values (as float) and applies the normalisation itself.
@@ -47,26 +48,14 @@ TRANSFORM_PAIRS = {"office31": folder_transforms, "folder": folder_transforms}
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def _encode_reviews(file: Path, fitted: dict, options: dict):
-    """amazon_reviews: processed_acl lines (`term:count ... #label#:...`) over the vocabulary."""
-    from dann.data.amazon import count_matrix, read_reviews
-
-    docs, labels = read_reviews(file)
-    return count_matrix(docs, fitted["vocabulary"]), np.array(labels)
-
-
 def _file_pair(name: str):
     """(formats, encode_file(file, fitted, options) -> (inputs, labels or None)) of a pair
     whose checkpoints hold fitted preprocessing, or None."""
-    from dann.data import sequences, table, text
+    from dann.data import amazon, sequences, table, text
 
-    pairs = {
-        "table": (table.FORMATS, table.encode_file),
-        "sequences": (sequences.FORMATS, sequences.encode_file),
-        "text": (text.FORMATS, text.encode_file),
-        "amazon_reviews": ((".review",), _encode_reviews),
-    }
-    return pairs.get(name)
+    pairs = {"table": table, "sequences": sequences, "text": text, "amazon_reviews": amazon}
+    module = pairs.get(name)
+    return (module.FORMATS, module.encode_file) if module else None
 
 
 class ParityError(DannError):
@@ -232,13 +221,20 @@ class Predictor:
         return (white - black) / 255, black
 
 
+def module_from_checkpoint(ckpt: dict, path: str | Path) -> DALightningModule:
+    """The model a loaded checkpoint holds, rebuilt from its hyper-parameters with its weights
+    checked (scripts/evaluate.py, predict.py, export.py); no torch.compile for these passes."""
+    hp = dict(ckpt["hyper_parameters"])
+    hp["backbone"] = {**hp["backbone"], "compile": False}
+    module = DALightningModule(**hp)
+    load_state_checked(module, ckpt["state_dict"], str(path))
+    return module
+
+
 def load_predictor(path: str | Path, domain: str = "target", device: str = "cpu") -> Predictor:
     """The checkpoint's model and preprocessing (a CheckpointError for a bad file)."""
     ckpt = load_checkpoint(path)
-    hp = dict(ckpt["hyper_parameters"])
-    hp["backbone"] = {**hp["backbone"], "compile": False}  # no torch.compile to predict/export
-    module = DALightningModule(**hp)
-    load_state_checked(module, ckpt["state_dict"], str(path))
+    module = module_from_checkpoint(ckpt, path)
     dm_hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
     if not dm_hp:
         raise InvalidDataError(

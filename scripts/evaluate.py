@@ -35,12 +35,12 @@ from torchmetrics.classification import (  # noqa: E402
     MulticlassConfusionMatrix,
 )
 
-from dann.checkpoints import load_checkpoint, load_state_checked  # noqa: E402
+from dann.checkpoints import load_checkpoint  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
 from dann.data.registry import UNLABELLED  # noqa: E402
 from dann.errors import ConfigError, reported_as_exit  # noqa: E402
-from dann.module import DALightningModule  # noqa: E402
+from dann.inference import module_from_checkpoint  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -127,8 +127,7 @@ def main(cfg: DictConfig) -> None:
 def _evaluate(cfg: DictConfig) -> None:
     ckpt = load_checkpoint(cfg.ckpt)
     hp = ckpt["hyper_parameters"]
-    module = DALightningModule(**hp)
-    load_state_checked(module, ckpt["state_dict"], cfg.ckpt)
+    module = module_from_checkpoint(ckpt, cfg.ckpt)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device).eval()
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DOMAINS = ("books", "dvd", "electronics", "kitchen")
 FILES = ("positive.review", "negative.review", "unlabeled.review")
+FORMATS = (".review",)  # what scripts/predict.py reads for an amazon_reviews checkpoint
 LABELS = {"negative": 0, "positive": 1}
 LAYOUT = (
     "ROOT/amazon/DOMAIN/{positive,negative,unlabeled}.review (the processed_acl release of the "
@@ -100,6 +101,13 @@ def count_matrix(docs: list[dict[str, int]], vocabulary: list[str]) -> torch.Ten
             if column is not None:
                 x[row, column] = count
     return torch.from_numpy(x)
+
+
+def encode_file(file: Path, fitted: dict, options: dict) -> tuple[torch.Tensor, np.ndarray]:
+    """One processed_acl file (`term:count ... #label#:...`) over a checkpoint's vocabulary
+    (scripts/predict.py): (counts (N, V), labels)."""
+    docs, labels = read_reviews(file)
+    return count_matrix(docs, fitted["vocabulary"]), np.array(labels)
 
 
 def most_frequent(docs: list[dict[str, int]], k: int) -> list[str]:
