@@ -5,6 +5,7 @@ by time. No timings are asserted (scripts/bench_overhead.py measures them)."""
 import functools
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from dann.callbacks import ProgressBar
@@ -118,3 +119,40 @@ def test_without_a_terminal_each_epoch_is_one_log_line_and_no_bar(make_cfg, capl
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert all("3 steps" in line and "val/target_acc=" in line for line in lines)
     assert "\r" not in capsys.readouterr().err  # no carriage-return bar updates
+
+
+def test_training_accuracies_count_every_step_of_the_epoch(make_cfg):
+    """The predictions reach torchmetrics in batches of steps (module.ACCURACY_BATCHES), the
+    last ones at the epoch's end: the epoch's accuracies are those of all its steps."""
+    from dann.module import ACCURACY_BATCHES
+
+    steps, batch = ACCURACY_BATCHES + 7, 8
+    datamodule, module, trainer = build(
+        make_cfg(
+            "callbacks=none",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.limit_val_batches=0",
+            f"dataset.batch_size={batch}",
+        )
+    )
+    classes, is_target = [], []
+    module.classifier.register_forward_hook(lambda m, i, o: classes.append(o.argmax(1)))
+    disc = module.method.discriminator
+    disc.register_forward_hook(lambda m, i, o: is_target.append(o[:, 0] > 0))
+    labels = []
+
+    class Labels(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            labels.append(batch["source"][1])
+
+    trainer.callbacks.append(Labels())
+    trainer.fit(module, datamodule=datamodule)
+    assert len(classes) == len(labels) == len(is_target) == steps
+    expected_source = (torch.cat(classes) == torch.cat(labels)).float().mean()
+    domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).bool()
+    expected_domain = torch.stack([t == domains for t in is_target]).float().mean()
+    metrics = trainer.callback_metrics
+    assert metrics["train/source_acc"].item() == pytest.approx(expected_source.item())
+    assert metrics["train/domain_acc"].item() == pytest.approx(expected_domain.item())
+    assert not module._train_predictions  # nothing left over for the next epoch
