@@ -156,3 +156,79 @@ def test_training_accuracies_count_every_step_of_the_epoch(make_cfg):
     assert metrics["train/source_acc"].item() == pytest.approx(expected_source.item())
     assert metrics["train/domain_acc"].item() == pytest.approx(expected_domain.item())
     assert not module._train_predictions  # nothing left over for the next epoch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "automatic"),
+    [
+        ((), False),
+        (("trainer.gradient_clip_val=1.0",), True),
+        (("trainer.accumulate_grad_batches=2",), True),
+    ],
+)
+def test_the_module_steps_the_optimiser_unless_lightning_must(make_cfg, overrides, automatic):
+    _, module, trainer = build(make_cfg(*overrides))
+    assert module.automatic_optimization  # no trainer attached: Lightning's default
+    module.trainer = trainer
+    assert module.automatic_optimization is automatic
+
+
+# gradient clipping at a norm no gradient reaches: Lightning's automatic loop runs the step and
+# the gradients are multiplied by exactly 1
+LIGHTNINGS_LOOP = "trainer.gradient_clip_val=1e9"
+
+
+def _same_runs(a, b) -> None:
+    from conftest import logged_scalars
+    from test_reliability import final_weights, same
+
+    weights_a, weights_b = final_weights(a), final_weights(b)
+    assert weights_a.keys() == weights_b.keys()
+    for k in weights_a:
+        assert same(weights_a[k], weights_b[k]), k
+    logged_a, logged_b = logged_scalars(a / "tensorboard"), logged_scalars(b / "tensorboard")
+    for tag in ("train/loss", "train/lr", "train/lambda", "train/source_acc", "val/target_acc"):
+        assert logged_a[tag] == logged_b[tag], tag  # at every step
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["optimizer=adam"], ["trainer.precision=bf16-mixed", "method=cdan"]],
+    ids=["sgd-annealed", "adam", "bf16-cdan"],
+)
+def test_the_modules_own_step_gives_the_results_of_lightnings_loop(tmp_path, data_dir, extra):
+    from conftest import compose_cfg
+    from test_reliability import SHORT
+
+    from dann.train import run
+
+    run(compose_cfg([*SHORT, *extra], tmp_path / "own", data_dir))
+    run(compose_cfg([*SHORT, *extra, LIGHTNINGS_LOOP], tmp_path / "lightning", data_dir))
+    _same_runs(tmp_path / "own", tmp_path / "lightning")
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [([], [LIGHTNINGS_LOOP]), ([LIGHTNINGS_LOOP], [])],
+    ids=["own-then-lightning", "lightning-then-own"],
+)
+def test_a_run_resumed_under_the_other_optimisation_loop_continues_its_steps(
+    tmp_path, data_dir, before, after
+):
+    """A checkpoint counts its steps in the loop that ran them; resumed under the other one
+    (another clipping setting, or a checkpoint of an older dann) the count carries over."""
+    from conftest import compose_cfg
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+    from test_reliability import SHORT
+
+    from dann.train import run
+
+    run(compose_cfg(SHORT, tmp_path / "straight", data_dir))
+    killed = tmp_path / "killed"
+    kill = ["+callbacks.kill._target_=test_reliability.SigtermAt", "+callbacks.kill.step=8"]
+    with pytest.raises(SIGTERMException):
+        run(compose_cfg([*SHORT, *before, *kill], killed, data_dir))
+    resumed = run(compose_cfg([*SHORT, *after, "ckpt_path=last"], killed, data_dir))
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    assert resumed["test/target_acc"] is not None
+    _same_runs(tmp_path / "straight", killed)
