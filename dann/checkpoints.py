@@ -12,6 +12,8 @@
   (`run_config`), so resuming with other settings lists what changed (`key: old -> new`), except
   the settings a resume may change (`RESUME_MAY_CHANGE`: where files are, the hardware, how long
   the run goes on, what is logged); another optimizer class is refused (`RESUME_MUST_KEEP`).
+- `carry_step_count`: a checkpoint written under Lightning's automatic loop resumes under the
+  module's own optimiser step and the other way round, with its step count.
 """
 
 import os
@@ -194,3 +196,23 @@ def resume_changes(ckpt: dict, config: dict, hparams: dict, source: str) -> list
             "a new run (without ckpt_path)"
         )
     return changes
+
+
+_AUTOMATIC_STEPS = "epoch_loop.automatic_optimization.optim_progress"
+_MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+
+
+def carry_step_count(fit_loop: dict | None, automatic: bool) -> None:
+    """Lightning counts optimiser steps (global_step) in the progress of the loop that ran
+    them, automatic or manual. A checkpoint written under the other mode (another gradient
+    clipping or accumulation setting, or a dann before `DALightningModule._optimize`) has its
+    count in the other one: copied here to the one that counts now, so global_step, p, the
+    schedules and max_steps continue where the checkpoint stopped."""
+    if not fit_loop or _AUTOMATIC_STEPS not in fit_loop or _MANUAL_STEPS not in fit_loop:
+        return
+    automatic_steps = fit_loop[_AUTOMATIC_STEPS]["optimizer"]["step"]
+    manual_steps = fit_loop[_MANUAL_STEPS]
+    source, dest = (manual_steps, automatic_steps) if automatic else (automatic_steps, manual_steps)
+    if dest["total"]["completed"] < source["total"]["completed"]:
+        for part in ("total", "current"):
+            dest[part].update(ready=source[part]["ready"], completed=source[part]["completed"])

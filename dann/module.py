@@ -19,7 +19,8 @@ e.g. `aot_eager`) compiles the feature extractor and the label classifier with `
 in place, so parameter names and checkpoints are unchanged. Per-step scalars are written only at
 the steps the logger writes, bypassing self.log there (see `on_train_batch_end`); training
 accuracies see each step's predicted classes, in batches of steps (without input checks), and
-are logged per epoch.
+are logged per epoch. The module steps the optimiser itself unless gradient clipping or
+accumulation needs Lightning's automatic loop (`automatic_optimization`, `_optimize`).
 """
 
 import functools
@@ -32,6 +33,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
+from dann.checkpoints import carry_step_count
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.methods.base import AdaptationMethod
@@ -379,33 +381,13 @@ class DALightningModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning restores its loops from the checkpoint
-        _carry_step_count(checkpoint.get("loops", {}).get("fit_loop"), self.automatic_optimization)
+        carry_step_count(checkpoint.get("loops", {}).get("fit_loop"), self.automatic_optimization)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the validation metrics this checkpoint was selected on, for the end-of-run summary
         checkpoint["val_metrics"] = {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
-
-
-_AUTOMATIC_STEPS = "epoch_loop.automatic_optimization.optim_progress"
-_MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
-
-
-def _carry_step_count(fit_loop: dict | None, automatic: bool) -> None:
-    """Lightning counts optimiser steps (global_step) in the progress of the loop that ran
-    them, automatic or manual. A checkpoint written under the other mode (another gradient
-    clipping or accumulation setting, or a dann version before `_optimize`) has its count in the
-    other one: copied here to the one that counts now, so global_step, p, the schedules and
-    max_steps continue where the checkpoint stopped."""
-    if not fit_loop or _AUTOMATIC_STEPS not in fit_loop or _MANUAL_STEPS not in fit_loop:
-        return
-    automatic_steps = fit_loop[_AUTOMATIC_STEPS]["optimizer"]["step"]
-    manual_steps = fit_loop[_MANUAL_STEPS]
-    source, dest = (manual_steps, automatic_steps) if automatic else (automatic_steps, manual_steps)
-    if dest["total"]["completed"] < source["total"]["completed"]:
-        for part in ("total", "current"):
-            dest[part].update(ready=source[part]["ready"], completed=source[part]["completed"])
 
 
 def _accumulating(trainer: pl.Trainer) -> bool:
