@@ -213,6 +213,8 @@ def carry_step_count(fit_loop: dict | None, automatic: bool) -> None:
     automatic_steps = fit_loop[_AUTOMATIC_STEPS]["optimizer"]["step"]
     manual_steps = fit_loop[_MANUAL_STEPS]
     source, dest = (manual_steps, automatic_steps) if automatic else (automatic_steps, manual_steps)
+    # total.completed is what global_step reads (Lightning's own checkpoint migration sets
+    # only it); `current` means this epoch in one loop and the whole run in the other: left
     if dest["total"]["completed"] < source["total"]["completed"]:
-        for part in ("total", "current"):
-            dest[part].update(ready=source[part]["ready"], completed=source[part]["completed"])
+        completed = source["total"]["completed"]
+        dest["total"].update(ready=completed, completed=completed)

@@ -173,9 +173,27 @@ def test_the_module_steps_the_optimiser_unless_lightning_must(make_cfg, override
     assert module.automatic_optimization is automatic
 
 
+def test_lightnings_accumulation_scheduler_gets_lightnings_loop(make_cfg):
+    from pytorch_lightning.callbacks import GradientAccumulationScheduler
+
+    _, module, trainer = build(make_cfg())
+    trainer.callbacks.append(GradientAccumulationScheduler({0: 2}))
+    module.trainer = trainer
+    assert module.automatic_optimization
+
+
 # gradient clipping at a norm no gradient reaches: Lightning's automatic loop runs the step and
 # the gradients are multiplied by exactly 1
 LIGHTNINGS_LOOP = "trainer.gradient_clip_val=1e9"
+
+
+def _steps_counted_by(run_dir) -> dict[str, int]:
+    """Optimiser steps each of Lightning's loops counted in the run's last checkpoint."""
+    loops = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loops"]
+    fit = loops["fit_loop"]
+    automatic = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    manual = fit["epoch_loop.manual_optimization.optim_step_progress"]
+    return {"lightning": automatic["total"]["completed"], "own": manual["total"]["completed"]}
 
 
 def _same_runs(a, b) -> None:
@@ -204,6 +222,9 @@ def test_the_modules_own_step_gives_the_results_of_lightnings_loop(tmp_path, dat
 
     run(compose_cfg([*SHORT, *extra], tmp_path / "own", data_dir))
     run(compose_cfg([*SHORT, *extra, LIGHTNINGS_LOOP], tmp_path / "lightning", data_dir))
+    # each run stepped in the loop it was meant to (12 steps: 2 epochs of 6 batches)
+    assert _steps_counted_by(tmp_path / "own") == {"lightning": 0, "own": 12}
+    assert _steps_counted_by(tmp_path / "lightning") == {"lightning": 12, "own": 0}
     _same_runs(tmp_path / "own", tmp_path / "lightning")
 
 
