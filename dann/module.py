@@ -203,19 +203,15 @@ class DALightningModule(pl.LightningModule):
         `trainer.accumulate_grad_batches`, Lightning's `GradientAccumulationScheduler`), which
         only it implements. Otherwise training_step steps the optimiser itself (`_optimize`),
         skipping the closure loop around it (about a dozen hook calls, a third of a millisecond
-        of Python per step). Decided once per trainer (Lightning asks several times a step)."""
+        of Python per step)."""
         trainer = self._trainer
         if trainer is None:
             return True
-        decided = self.__dict__.get("_automatic_for")
-        if decided is None or decided[0] != id(trainer):
-            automatic = (
-                bool(trainer.gradient_clip_val)
-                or trainer.accumulate_grad_batches != 1
-                or any(isinstance(c, GradientAccumulationScheduler) for c in trainer.callbacks)
-            )
-            self.__dict__["_automatic_for"] = decided = (id(trainer), automatic)
-        return decided[1]
+        return (
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or any(isinstance(c, GradientAccumulationScheduler) for c in trainer.callbacks)
+        )
 
     def _optimize(self, loss: torch.Tensor) -> None:
         """One optimiser step, in the order Lightning's automatic loop runs it (zero_grad,
