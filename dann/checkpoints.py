@@ -12,8 +12,9 @@
   (`run_config`), so resuming with other settings lists what changed (`key: old -> new`), except
   the settings a resume may change (`RESUME_MAY_CHANGE`: where files are, the hardware, how long
   the run goes on, what is logged); another optimizer class is refused (`RESUME_MUST_KEEP`).
-- `carry_step_count`: a checkpoint written under Lightning's automatic loop resumes under the
-  module's own optimiser step and the other way round, with its step count.
+- `step_progress` / `carry_step_count`: the optimiser-step counts of Lightning's two loops in a
+  checkpoint; a checkpoint written under Lightning's automatic loop resumes under the module's
+  own optimiser step and the other way round, with its step count.
 """
 
 import os
@@ -198,8 +199,16 @@ def resume_changes(ckpt: dict, config: dict, hparams: dict, source: str) -> list
     return changes
 
 
-_AUTOMATIC_STEPS = "epoch_loop.automatic_optimization.optim_progress"
-_MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+def step_progress(fit_loop: dict) -> dict[str, dict]:
+    """The optimiser-step progress Lightning keeps in a checkpoint's fit loop state for each of
+    its loops: {"automatic": ..., "manual": ...}, each with `total` and `current` counts (`ready`,
+    `completed`); {} if the checkpoint has no such state."""
+    try:
+        automatic = fit_loop["epoch_loop.automatic_optimization.optim_progress"]
+        manual = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
+    except (KeyError, TypeError):
+        return {}
+    return {"automatic": automatic["optimizer"]["step"], "manual": manual}
 
 
 def carry_step_count(fit_loop: dict | None, automatic: bool) -> None:
@@ -208,11 +217,11 @@ def carry_step_count(fit_loop: dict | None, automatic: bool) -> None:
     clipping or accumulation setting, or a dann before `DALightningModule._optimize`) has its
     count in the other one: copied here to the one that counts now, so global_step, p, the
     schedules and max_steps continue where the checkpoint stopped."""
-    if not fit_loop or _AUTOMATIC_STEPS not in fit_loop or _MANUAL_STEPS not in fit_loop:
+    progress = step_progress(fit_loop)
+    if not progress:
         return
-    automatic_steps = fit_loop[_AUTOMATIC_STEPS]["optimizer"]["step"]
-    manual_steps = fit_loop[_MANUAL_STEPS]
-    source, dest = (manual_steps, automatic_steps) if automatic else (automatic_steps, manual_steps)
+    now, other = ("automatic", "manual") if automatic else ("manual", "automatic")
+    dest, source = progress[now], progress[other]
     # total.completed is what global_step reads (Lightning's own checkpoint migration sets
     # only it); `current` means this epoch in one loop and the whole run in the other: left
     if dest["total"]["completed"] < source["total"]["completed"]:

@@ -189,11 +189,14 @@ LIGHTNINGS_LOOP = "trainer.gradient_clip_val=1e9"
 
 def _steps_counted_by(run_dir) -> dict[str, int]:
     """Optimiser steps each of Lightning's loops counted in the run's last checkpoint."""
+    from dann.checkpoints import step_progress
+
     loops = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["loops"]
-    fit = loops["fit_loop"]
-    automatic = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
-    manual = fit["epoch_loop.manual_optimization.optim_step_progress"]
-    return {"lightning": automatic["total"]["completed"], "own": manual["total"]["completed"]}
+    progress = step_progress(loops["fit_loop"])
+    return {
+        "lightning": progress["automatic"]["total"]["completed"],
+        "own": progress["manual"]["total"]["completed"],
+    }
 
 
 def _same_runs(a, b) -> None:
