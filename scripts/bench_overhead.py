@@ -157,13 +157,9 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step == self.warmup:
-            if module.device.type == "cuda":
-                torch.cuda.synchronize()
-            self.start = time.perf_counter()
+            self.start = now(module.device)
         if trainer.global_step == trainer.max_steps:
-            if module.device.type == "cuda":
-                torch.cuda.synchronize()
-            self.end = time.perf_counter()
+            self.end = now(module.device)
             self.steps = trainer.global_step - self.warmup
 
 

@@ -1,6 +1,8 @@
 """Shared fixtures: one data cache per test session, and configs composed with Hydra's API."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,60 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
+def compose_config(name: str, *overrides: str, hydra: bool = False) -> DictConfig:
+    """configs/<name>.yaml (train, predict, export, ...) composed with `overrides`; `hydra`
+    also composes the hydra node (sweeper, run dirs)."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def run_script(
+    script: str, *args: str, data_dir: Path | None = None, threads: int | None = None
+) -> subprocess.CompletedProcess:
+    """`python <script> <args>` (a path from the repository root: "train.py",
+    "scripts/evaluate.py") in a subprocess, reading the session's data caches (data_dir) and
+    with `threads` torch threads if given."""
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["DANN_DATA_DIR"] = str(data_dir)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, str(ROOT / script), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def fast_dev_checkpoint(out: Path, data_dir: Path, *overrides: str) -> Path:
+    """A checkpoint written after one training step (fast_dev_run)."""
+    from dann.train import build
+
+    cfg = compose_cfg(["trainer.fast_dev_run=true", "callbacks=none", *overrides], out, data_dir)
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    path = out / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def reference_model(path: Path):
+    """The checkpoint's module, and its logits for uint8 pixels (N, C, 28, 28) of `domain` (1:
+    target), preprocessed here as training does: / 255, minus the saved per-channel mean."""
+    import torch
+
+    from dann.module import DALightningModule
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    module = DALightningModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    mean = ckpt["DomainAdaptationDataModule"]["mean"]
+
+    @torch.no_grad()
+    def logits(pixels: torch.Tensor, domain: int = 1) -> torch.Tensor:
+        x = pixels.float() / 255
+        if mean is not None:
+            x = x - torch.tensor(mean).view(1, -1, 1, 1)
+        return module(x, domain)
+
+    return module, logits

@@ -1,13 +1,11 @@
 """The command line as a user runs it: python train.py ..., single runs and -m sweeps."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from conftest import run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_SCALARS = {
     "train/label_loss",
     "train/domain_loss",
@@ -41,9 +39,7 @@ EXPECTED_SCALARS = {
 
 
 def train_py(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    env = {**os.environ, "DANN_DATA_DIR": str(data_dir)}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_script("train.py", *args, data_dir=data_dir)
 
 
 def _event_tags(log_dir: Path) -> tuple[set[str], set[str], set[str], set[str]]:

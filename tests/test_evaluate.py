@@ -1,24 +1,18 @@
 """scripts/evaluate.py on a checkpoint written after a fast_dev_run."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, load_script, run_script
 
 from dann.train import build
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def evaluate_py(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args]
-    env = {**os.environ, "DANN_DATA_DIR": str(data_dir)}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_script("scripts/evaluate.py", *args, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +72,9 @@ def test_evaluate_missing_checkpoint_says_so(tmp_path, data_dir):
 
 def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
     """With per-domain BatchNorm statistics, source images must be evaluated as source."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", ROOT / "scripts" / "evaluate.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("evaluate")
 
     class Recorder(torch.nn.Module):
         def __init__(self):

@@ -2,19 +2,14 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from test_predict import fast_dev_checkpoint, load_script, reference_model
+from conftest import compose_config, fast_dev_checkpoint, load_script, reference_model, run_script
 
 from dann.errors import reported_as_exit
 
-ROOT = Path(__file__).resolve().parents[1]
 export_script = load_script("export")
 ONNX_MISSING = [
     m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None
@@ -29,8 +24,7 @@ def mnist_ckpt(tmp_path_factory, data_dir) -> Path:
 
 
 def export_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("export", overrides=list(overrides))
+    return compose_config("export", *overrides)
 
 
 def new_pixels(n: int) -> torch.Tensor:
@@ -41,10 +35,14 @@ def new_pixels(n: int) -> torch.Tensor:
 
 def test_torchscript_export_from_the_command_line(mnist_ckpt, tmp_path):
     out = tmp_path / "model.pt"
-    cmd = [sys.executable, str(ROOT / "scripts" / "export.py"), f"ckpt={mnist_ckpt}"]
-    cmd += ["format=torchscript", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_script(
+        "scripts/export.py",
+        f"ckpt={mnist_ckpt}",
+        "format=torchscript",
+        f"output={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        threads=1,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max |exported - checkpoint|" in proc.stdout + proc.stderr
 

@@ -2,14 +2,12 @@
 Optuna search from the command line, its report, resuming its study, and the oracle guard."""
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_script
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
@@ -31,7 +29,6 @@ from dann.search import (  # noqa: E402
     searched_keys,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["dann_optuna", "cdan_optuna"]
 # a trial = 2 training steps on 100 moons points, one validation and one test batch
 FAST = [
@@ -51,15 +48,12 @@ FAST = [
 
 
 def search(sweep: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=dann_optuna", *FAST]
-    cmd += [*args, f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "DANN_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args = ("-m", "hparams_search=dann_optuna", *FAST, *args, f"hydra.sweep.dir={sweep}")
+    return run_script("train.py", *args, data_dir=data_dir, threads=1)
 
 
 def compose_search(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return compose_config("train", *overrides, hydra=True)
 
 
 def study(sweep: Path) -> optuna.Study:

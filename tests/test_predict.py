@@ -2,63 +2,24 @@
 .npz arrays, with the checkpoint's own preprocessing."""
 
 import csv
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg
-from hydra import compose, initialize_config_dir
+from conftest import (
+    compose_config,
+    fast_dev_checkpoint,
+    load_script,
+    reference_model,
+    run_script,
+)
 from PIL import Image
 
 from dann.errors import reported_as_exit
 from dann.module import DALightningModule
-from dann.train import build
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
 
 predict_script = load_script("predict")
-
-
-def fast_dev_checkpoint(out: Path, data_dir: Path, *overrides: str) -> Path:
-    """A checkpoint written after one training step (fast_dev_run)."""
-    cfg = compose_cfg(["trainer.fast_dev_run=true", "callbacks=none", *overrides], out, data_dir)
-    datamodule, module, trainer = build(cfg)
-    trainer.fit(module, datamodule=datamodule)
-    path = out / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
-def reference_model(path: Path):
-    """The checkpoint's module, and its logits for uint8 pixels (N, C, 28, 28) of `domain` (1:
-    target), preprocessed here as training does: / 255, minus the saved per-channel mean."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    module = DALightningModule(**ckpt["hyper_parameters"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    mean = ckpt["DomainAdaptationDataModule"]["mean"]
-
-    @torch.no_grad()
-    def logits(pixels: torch.Tensor, domain: int = 1) -> torch.Tensor:
-        x = pixels.float() / 255
-        if mean is not None:
-            x = x - torch.tensor(mean).view(1, -1, 1, 1)
-        return module(x, domain)
-
-    return module, logits
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +34,7 @@ def moons_ckpt(tmp_path_factory, data_dir) -> Path:
 
 
 def predict_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("predict", overrides=list(overrides))
+    return compose_config("predict", *overrides)
 
 
 def read_csv(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -98,10 +58,14 @@ def test_predict_folder_skips_a_corrupt_file_and_predicts_the_rest(mnist_ckpt, t
     (folder / "notes.txt").write_text("not an image, not listed")
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "scripts" / "predict.py"), f"ckpt={mnist_ckpt}"]
-    cmd += [f"input={folder}", "batch_size=2", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_script(
+        "scripts/predict.py",
+        f"ckpt={mnist_ckpt}",
+        f"input={folder}",
+        "batch_size=2",
+        f"hydra.run.dir={run_dir}",
+        threads=1,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     for log in (proc.stdout + proc.stderr, (run_dir / "predict.log").read_text()):

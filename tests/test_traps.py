@@ -6,17 +6,16 @@ import csv
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_script
 
 from dann.checkpoints import changed_settings, resume_changes
 from dann.config_check import validate
 from dann.errors import ConfigError
 from dann.train import run
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICK = [
     "dataset=moons",
     "trainer.max_epochs=1",
@@ -43,8 +42,7 @@ def _job(sweep: Path, name: str, method: str, source: float, target: float) -> N
 
 
 def _compare(sweep: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "scripts" / "compare.py"), str(sweep), *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return run_script("scripts/compare.py", str(sweep), *args)
 
 
 def test_compare_gap_closure_defaults_to_target_test_accuracy_marked_oracle(tmp_path):
