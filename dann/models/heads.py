@@ -1,6 +1,6 @@
 """MLP heads: the label classifier and the domain classifier(s) put on a backbone's features."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -12,10 +12,12 @@ def mlp_blocks(
     hidden: Sequence[int],
     dropout: float | Sequence[float] = 0.0,
     batch_norm: bool = False,
+    activation: Callable[[], nn.Module] | None = None,
 ) -> tuple[list[nn.Module], int]:
     """Linear(-BatchNorm1d)-ReLU(-Dropout) blocks of the given widths; returns the layers and
     the last width. `dropout` is one rate for every block or a list, one rate per block
-    (fungtion/DANN's label head: [0.5, 0.0])."""
+    (fungtion/DANN's label head: [0.5, 0.0]); `activation` makes each block's nonlinearity in
+    place of ReLU (e.g. nn.Tanh)."""
     rates = [dropout] * len(hidden) if isinstance(dropout, int | float) else list(dropout)
     if len(rates) != len(hidden):
         raise ConfigError(f"dropout={list(rates)} needs one rate per hidden layer {list(hidden)}")
@@ -25,7 +27,7 @@ def mlp_blocks(
         layers.append(nn.Linear(width, h))
         if batch_norm:
             layers.append(nn.BatchNorm1d(h))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(activation() if activation else nn.ReLU(inplace=True))
         if rate > 0:
             layers.append(nn.Dropout(rate))
         width = h

@@ -30,8 +30,9 @@ class MLP(nn.Module):
             in_features = in_channels * image_size**2
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        layers, self.out_features = mlp_blocks(in_features, hidden, dropout)
-        layers = [ACTIVATIONS[activation]() if isinstance(m, nn.ReLU) else m for m in layers]
+        layers, self.out_features = mlp_blocks(
+            in_features, hidden, dropout, activation=ACTIVATIONS[activation]
+        )
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
