@@ -200,7 +200,8 @@ def _target_arguments(target: str) -> set[str] | None:
     return set(params) - {"self"}
 
 
-def _dataset_arguments() -> set[str]:
+def dataset_arguments() -> set[str]:
+    """The keys any dataset config may set: DomainAdaptationDataModule's arguments."""
     from dann.data import DomainAdaptationDataModule
 
     return set(inspect.signature(DomainAdaptationDataModule.__init__).parameters) - {"self"}
@@ -219,7 +220,7 @@ def check_keys(tree: dict, path: tuple[str, ...] = ()) -> None:
         else:
             valid = set(_declared_keys(group, subpath))
             if path == ("dataset",):
-                valid |= _dataset_arguments()
+                valid |= dataset_arguments()
             where = (
                 f"no config in configs/{group} declares it" if group else "no such top-level key"
             )

@@ -15,7 +15,6 @@ Writes `metrics.json` and `confusion_<domain>.png` to its own run dir
 checkpoint is an error message and exit status 2.
 """
 
-import inspect
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ from torchmetrics.classification import (  # noqa: E402
 )
 
 from dann.checkpoints import load_checkpoint  # noqa: E402
+from dann.config_check import dataset_arguments  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
 from dann.data.registry import UNLABELLED  # noqa: E402
@@ -49,7 +49,7 @@ INPUT_FORMAT = ("channels", "image_size")
 
 
 # keys any pair takes (DomainAdaptationDataModule's arguments)
-DATAMODULE_KEYS = set(inspect.signature(DomainAdaptationDataModule).parameters) - {"options"}
+DATAMODULE_KEYS = dataset_arguments() - {"options"}
 
 
 def checkpoint_pair_overrides(argv: list[str]) -> list[str]:
