@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from dann.data.folders import _image_files
+from dann.data.userfiles import load_npz
 from dann.errors import DannError, DataError, InvalidDataError, reported_as_exit
 from dann.inference import Predictor, images_from_array, load_predictor, publish
 
@@ -137,15 +138,12 @@ def rows_batches(x, source: Path, batch_size: int, prepare):
 
 def npz_batches(predictor: Predictor, source: Path, batch_size: int):
     """Batches of the .npz array `x` (checked whole first), and its length."""
-    try:
-        with np.load(source, allow_pickle=False) as arrays:
-            if "x" not in arrays:
-                raise InvalidDataError(
-                    f"{source} has no array named x (it has: {', '.join(arrays.files) or 'none'})"
-                )
-            x = arrays["x"]
-    except (OSError, ValueError, EOFError) as e:
-        raise InvalidDataError(f"cannot read {source} as an .npz: {type(e).__name__}: {e}") from e
+    arrays = load_npz(source)
+    if "x" not in arrays:
+        raise InvalidDataError(
+            f"{source} has no array named x (it has: {', '.join(arrays) or 'none'})"
+        )
+    x = arrays["x"]
     if predictor.is_image:
         images = images_from_array(x, str(source))
 
