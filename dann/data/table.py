@@ -29,6 +29,7 @@ from dann.data.userfiles import (
     existing_file,
     labels_and_rows,
     load_npz,
+    pandas,
     unlabelled,
 )
 from dann.errors import DataError, InvalidDataError
@@ -39,14 +40,6 @@ FORMATS = (".csv", ".parquet", ".pq", ".npz")
 SHOWN = 12  # columns named in log lines and error messages
 
 
-def _pandas():
-    try:
-        import pandas as pd
-    except ImportError as e:  # pragma: no cover - pandas comes with the `tables` extra
-        raise DataError("tables need pandas: pip install -e '.[tables]'") from e
-    return pd
-
-
 def _names(names, n: int = SHOWN) -> str:
     names = [str(c) for c in names]
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
@@ -54,7 +47,7 @@ def _names(names, n: int = SHOWN) -> str:
 
 def read_table(file: Path, label: str):
     """(feature DataFrame, labels or None) of one file."""
-    pd = _pandas()
+    pd = pandas()
     suffix = file.suffix.lower()
     if suffix == ".npz":
         arrays = load_npz(file)
@@ -103,7 +96,7 @@ def check_label_column(frame, labels, file: Path, label: str, domain: str) -> No
                 f"{_names(frame.columns, 50)}. Set dataset.label=<the label column>"
             )
         return
-    missing = np.flatnonzero(_pandas().isna(labels))
+    missing = np.flatnonzero(pandas().isna(labels))
     if len(missing):
         raise InvalidDataError(
             f"{file}: {len(missing)} row(s) have no label in {label!r} (rows "
@@ -114,7 +107,7 @@ def check_label_column(frame, labels, file: Path, label: str, domain: str) -> No
 
 def check_columns(source, target, files: tuple[Path, Path]):
     """The target's columns in the source's order; the same columns, of the same kind."""
-    pd = _pandas()
+    pd = pandas()
     only_s = [c for c in source.columns if c not in set(target.columns)]
     only_t = [c for c in target.columns if c not in set(source.columns)]
     if only_s or only_t:
@@ -159,7 +152,7 @@ def check_finite(frame, numeric: list, file: Path) -> None:
 
 def fit_table(source, train_rows: np.ndarray, target) -> dict:
     """Columns, standardisation statistics (source training rows) and categories (both files)."""
-    pd = _pandas()
+    pd = pandas()
     numeric = [c for c in source.columns if pd.api.types.is_numeric_dtype(source[c])]
     stats = {}
     for c in numeric:
@@ -217,7 +210,7 @@ def encode_file(file: Path, fitted: dict, options: dict) -> tuple[torch.Tensor, 
     if set(frame.columns) == set(fitted["columns"]):
         frame = frame[fitted["columns"]]
     numeric = [c for c in fitted["numeric"] if c in frame.columns]
-    text = [c for c in numeric if not _pandas().api.types.is_numeric_dtype(frame[c])]
+    text = [c for c in numeric if not pandas().api.types.is_numeric_dtype(frame[c])]
     if text:
         raise InvalidDataError(
             f"{file}: column(s) {_names(text)} hold text, but were numeric in the training data"
@@ -256,7 +249,7 @@ def load_table(spec: PairSpec) -> PairData:
             raise InvalidDataError(f"{file} has no feature columns besides the label {label!r}")
         check_label_column(frame, labels, file, label, domain)
     tgt = check_columns(src, tgt, files)
-    pd = _pandas()
+    pd = pandas()
     numeric = [c for c in src.columns if pd.api.types.is_numeric_dtype(src[c])]
     for frame, file in ((src, files[0]), (tgt, files[1])):
         check_finite(frame, numeric, file)

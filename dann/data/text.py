@@ -29,6 +29,7 @@ from dann.data.userfiles import (
     domain_splits,
     existing_file,
     labels_and_rows,
+    pandas,
     unlabelled,
 )
 from dann.errors import ConfigError, InvalidDataError
@@ -40,7 +41,7 @@ FORMATS = (".csv", ".jsonl", ".json")
 
 def _records(file: Path):
     """The rows of a CSV or JSONL file as a pandas DataFrame."""
-    import pandas as pd
+    pd = pandas()
 
     if file.suffix.lower() == ".csv":
         try:

@@ -45,6 +45,15 @@ def existing_file(path: str | None, domain: str, formats: tuple[str, ...], examp
     return file
 
 
+def pandas():
+    """The pandas module, or a clear error naming the extra that installs it."""
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - pandas comes with the `tables` extra
+        raise DataError("table and text files need pandas: pip install -e '.[tables]'") from e
+    return pd
+
+
 def load_npz(file: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(file, allow_pickle=False) as npz:
