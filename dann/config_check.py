@@ -17,6 +17,7 @@ Unknown config-group options (`dataset=nope`) are Hydra's to refuse: it lists th
 import difflib
 import inspect
 import logging
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -118,16 +119,22 @@ def check_token_backbone(tree: dict) -> None:
         )
 
 
+def callback_configs(callbacks: Mapping | None, cls: type) -> list:
+    """The callback configs (dicts or DictConfigs) whose `_target_` is `cls` or a subclass."""
+    found = []
+    for node in (callbacks or {}).values():
+        target = node.get("_target_") if isinstance(node, Mapping) else None
+        if target and issubclass(get_class(target), cls):
+            found.append(node)
+    return found
+
+
 def check_selection_is_logged(metric: str, callbacks: dict) -> None:
     """A selection metric only the SelectionValidators callback logs needs that callback."""
     from dann.callbacks import SelectionValidators  # Lightning: only for a full config
 
-    if metric in LOGGED_BY_MODULE:
+    if metric in LOGGED_BY_MODULE or callback_configs(callbacks, SelectionValidators):
         return
-    for node in callbacks.values():
-        target = node.get("_target_") if isinstance(node, dict) else None
-        if target and issubclass(get_class(target), SelectionValidators):
-            return
     name = next((n for n, (m, _) in VALIDATORS.items() if m == metric), metric)
     raise ConfigError(
         f"selection.metric={metric} (selection={name}) is logged by the selection_validators "

@@ -40,7 +40,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dann.config_check import CONFIGS
+from dann.config_check import CONFIGS, callback_configs
 from dann.errors import EXIT_USER_ERROR, ConfigError, DivergenceError
 
 # optuna 2.x (what hydra-optuna-sweeper needs) predates SQLAlchemy 2 and warns once per process
@@ -174,15 +174,12 @@ def check_searched_keys(cfg: DictConfig) -> None:
 
 def check_selected_checkpoint(cfg: DictConfig) -> None:
     """A trial's value is the checkpoint a ModelCheckpoint monitoring selection.metric picks."""
-    from hydra.utils import get_class
     from pytorch_lightning.callbacks import ModelCheckpoint  # Lightning: only for a search
 
     metric = cfg.selection.metric
-    for node in (cfg.get("callbacks") or {}).values():
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        if target and issubclass(get_class(target), ModelCheckpoint):
-            if node.get("monitor") == metric:
-                return
+    checkpoints = callback_configs(cfg.get("callbacks"), ModelCheckpoint)
+    if any(node.get("monitor") == metric for node in checkpoints):
+        return
     choice = OmegaConf.select(cfg, "hydra.runtime.choices.callbacks", default=None)
     raise ConfigError(
         f"no ModelCheckpoint in callbacks (callbacks={choice}) monitors selection.metric={metric}: "
