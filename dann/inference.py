@@ -25,6 +25,7 @@ exported model takes these pixel values (as float) and applies the normalisation
 import functools
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from dann.checkpoints import load_checkpoint, load_state_checked
 from dann.data import DomainAdaptationDataModule
 from dann.data.datamodule import DOMAINS, adapt_images
 from dann.data.folders import folder_transforms
-from dann.data.registry import Split
+from dann.data.registry import Split, available_pairs, get_pair
 from dann.errors import ConfigError, DannError, InvalidDataError
 from dann.module import DALightningModule
 
@@ -50,12 +51,13 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 def _file_pair(name: str):
     """(formats, encode_file(file, fitted, options) -> (inputs, labels or None)) of a pair
-    whose checkpoints hold fitted preprocessing, or None."""
-    from dann.data import amazon, sequences, table, text
-
-    pairs = {"table": table, "sequences": sequences, "text": text, "amazon_reviews": amazon}
-    module = pairs.get(name)
-    return (module.FORMATS, module.encode_file) if module else None
+    whose checkpoints hold fitted preprocessing (its module, where it registers, defines
+    `encode_file`), or None."""
+    if name not in available_pairs():
+        return None
+    module = sys.modules[get_pair(name).__module__]
+    encode_file = getattr(module, "encode_file", None)
+    return (module.FORMATS, encode_file) if encode_file else None
 
 
 class ParityError(DannError):
