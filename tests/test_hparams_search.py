@@ -3,6 +3,7 @@ Optuna search from the command line, its report, resuming its study, and the ora
 
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -119,8 +120,11 @@ def test_search_report_names_best_trial_overrides_and_oracle_target_acc(searched
     assert not any("ORACLE" in line for line in report)  # a label-free objective
 
 
-def test_search_resumes_its_study_in_the_same_sweep_dir(searched, data_dir):
-    _, sweep, first = searched
+def test_search_resumes_its_study_in_the_same_sweep_dir(searched, data_dir, tmp_path):
+    _, searched_sweep, first = searched
+    # a copy: the module's other tests read the 2-trial study, in whatever order they run
+    sweep = tmp_path / "sweep"
+    shutil.copytree(searched_sweep, sweep)
     proc = search(sweep, data_dir, "hydra.sweeper.n_trials=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(study(sweep).trials) == 3  # 2 + 1: the study continued
