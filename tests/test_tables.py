@@ -4,6 +4,7 @@ run on feature vectors; bad files fail before training, naming the file and the 
 beats source-only on a tabular covariate shift at every seed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
 from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
-from tests.conftest import load_script, target_acc_by_method
+from tests.conftest import compose_cfg, load_script, target_acc_by_method
 
 LOAD = get_pair("table")
 
@@ -178,17 +179,20 @@ def test_validators_pad_and_tsne_run_on_feature_vectors(make_cfg, tmp_path):
     assert summary["checkpoint"] and summary["selected_val/reverse_acc"] is not None
 
 
-def test_checkpoint_carries_the_standardisation(make_cfg, files, tmp_path):
-    src, tgt = files
-    run(
-        make_cfg(
-            *TABLE[:2],
-            f"dataset.source={src}",
-            f"dataset.target={tgt}",
-            "trainer.max_epochs=1",
-        )
-    )
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+@pytest.fixture(scope="module")
+def table_checkpoint(tmp_path_factory, data_dir) -> Path:
+    """last.ckpt of a 1-epoch run on the `files` tables."""
+    tmp = tmp_path_factory.mktemp("table_run")
+    src, tgt = tmp / "hospital_a.csv", tmp / "hospital_b.parquet"
+    frame(200, 0).to_csv(src, index=False)
+    frame(100, 1, target=True).to_parquet(tgt)
+    overrides = [*TABLE[:2], f"dataset.source={src}", f"dataset.target={tgt}"]
+    run(compose_cfg([*overrides, "trainer.max_epochs=1"], tmp / "run", data_dir))
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_checkpoint_carries_the_standardisation(table_checkpoint, tmp_path):
+    ckpt = torch.load(table_checkpoint, weights_only=True)
     saved = ckpt["DomainAdaptationDataModule"]["preprocessing"]
     assert saved["numeric"]["b"][1] > 0 and saved["classes"] == ["no", "yes"]
     assert ckpt["datamodule_hyper_parameters"]["input_size"] == 9
@@ -207,18 +211,12 @@ def test_checkpoint_carries_the_standardisation(make_cfg, files, tmp_path):
 
 
 def test_evaluate_a_table_checkpoint_on_new_files_with_a_subset_of_classes(
-    make_cfg, files, tmp_path, data_dir
+    make_cfg, table_checkpoint, tmp_path, data_dir
 ):
     """README 'Your own data': `scripts/evaluate.py ckpt=... dataset.source=... dataset.target=...`
     on the checkpoint's pair (no dataset=table), a new source holding one of the two trained
     classes: scored with the run's statistics and classes, not refitted on the new files."""
-    src, tgt = files
-    run(
-        make_cfg(
-            *TABLE[:2], f"dataset.source={src}", f"dataset.target={tgt}", "trainer.max_epochs=1"
-        )
-    )
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = table_checkpoint
     only_yes = frame(200, 7).query("outcome == 'yes'")
     only_yes.to_csv(tmp_path / "new_source.csv", index=False)
     frame(60, 8, target=True).to_csv(tmp_path / "new_target.csv", index=False)
