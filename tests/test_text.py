@@ -225,10 +225,11 @@ def test_gru_reads_token_ids_and_the_vocabulary_is_in_the_checkpoint(make_cfg, f
     assert 0.0 <= summary["test/target_acc"] <= 1.0
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     saved = ckpt["DomainAdaptationDataModule"]["preprocessing"]
+    last = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    request = {"ckpt": last, "format": "torchscript", "domain": "target", "input_shape": None}
+    export = load_script("export").export
     with pytest.raises(ConfigError, match="reads word ids.*scripts/predict.py"):
-        last = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
-        request = {"ckpt": last, "format": "torchscript", "domain": "target", "input_shape": None}
-        load_script("export").export(OmegaConf.create(request))
+        export(OmegaConf.create(request))
     assert saved["representation"] == "tokens" and saved["max_length"] == 16
     assert "great" in saved["vocabulary"]
     embedding = ckpt["state_dict"]["feature_extractor.embed.weight"]
