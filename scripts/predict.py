@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from dann.data.folders import _image_files
-from dann.data.userfiles import load_npz
+from dann.data.userfiles import npz_with_x
 from dann.errors import DannError, DataError, InvalidDataError, reported_as_exit
 from dann.inference import Predictor, images_from_array, load_predictor, publish
 
@@ -138,12 +138,7 @@ def rows_batches(x, source: Path, batch_size: int, prepare):
 
 def npz_batches(predictor: Predictor, source: Path, batch_size: int):
     """Batches of the .npz array `x` (checked whole first), and its length."""
-    arrays = load_npz(source)
-    if "x" not in arrays:
-        raise InvalidDataError(
-            f"{source} has no array named x (it has: {', '.join(arrays) or 'none'})"
-        )
-    x = arrays["x"]
+    x = npz_with_x(source, "predict.py reads the inputs from its array x")["x"]
     if predictor.is_image:
         images = images_from_array(x, str(source))
 

@@ -24,7 +24,7 @@ from dann.data.userfiles import (
     domain_splits,
     existing_file,
     labels_and_rows,
-    load_npz,
+    npz_with_x,
     unlabelled,
 )
 from dann.errors import InvalidDataError
@@ -36,12 +36,9 @@ FORMATS = (".npz",)
 
 def read_sequences(file: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(x (N, T, F) float, y or None, lengths (N,)) of one file, checked."""
-    arrays = load_npz(file)
-    if "x" not in arrays:
-        raise InvalidDataError(
-            f"{file} has no array 'x' (it has {', '.join(arrays) or 'none'}); a sequence NPZ "
-            "holds x (N, T, F), y (N,) and optionally lengths (N,)"
-        )
+    arrays = npz_with_x(
+        file, "a sequence NPZ holds x (N, T, F), y (N,) and optionally lengths (N,)"
+    )
     x = arrays["x"]
     if x.ndim == 2:
         raise InvalidDataError(

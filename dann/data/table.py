@@ -28,7 +28,7 @@ from dann.data.userfiles import (
     domain_splits,
     existing_file,
     labels_and_rows,
-    load_npz,
+    npz_with_x,
     pandas,
     unlabelled,
 )
@@ -50,12 +50,7 @@ def read_table(file: Path, label: str):
     pd = pandas()
     suffix = file.suffix.lower()
     if suffix == ".npz":
-        arrays = load_npz(file)
-        if "x" not in arrays:
-            raise InvalidDataError(
-                f"{file} has no array 'x' (it has {_names(arrays) or 'none'}); a table NPZ "
-                "holds x (N, F) features and y (N,) labels"
-            )
+        arrays = npz_with_x(file, "a table NPZ holds x (N, F) features and y (N,) labels")
         x = arrays["x"]
         if x.ndim != 2:
             raise InvalidDataError(

@@ -62,6 +62,17 @@ def load_npz(file: Path) -> dict[str, np.ndarray]:
         raise InvalidDataError(f"{file} is not a readable .npz archive ({e})") from e
 
 
+def npz_with_x(file: Path, holds: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file that must hold one named x; `holds` says what such a file
+    holds (the error's hint)."""
+    arrays = load_npz(file)
+    if "x" not in arrays:
+        names = list(arrays)
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        raise InvalidDataError(f"{file} has no array 'x' (it has {shown or 'none'}); {holds}")
+    return arrays
+
+
 def plain(values) -> list:
     """NumPy scalars as Python ones (ints, floats, strings): checkpoint-safe plain types."""
     return [v.item() if isinstance(v, np.generic) else v for v in values]
