@@ -75,12 +75,14 @@ class HandLoop:
             self.batch = 0
         b, self.batch = self.batch, self.batch + 1
         i, j = self.ps[b * bs : (b + 1) * bs], self.pt[b * bs : (b + 1) * bs]
-        x = torch.cat([self.xs[i], self.xt[j]]).float().div_(255).sub_(self.mean)
+        # index_select, as dann's loader gathers (much faster than indexing, xs[i], on a CPU)
+        xs, xt = self.xs.index_select(0, i), self.xt.index_select(0, j)
+        x = torch.cat([xs, xt]).float().div_(255).sub_(self.mean)
         p = self.step_count / self.steps
         for g in self.opt.param_groups:
             g["lr"] = 0.01 * lr_annealing(p)
         features = self.fe(x)
-        label_loss = F.cross_entropy(self.clf(features[:bs]), self.ys[i])
+        label_loss = F.cross_entropy(self.clf(features[:bs]), self.ys.index_select(0, i))
         d = self.disc(grad_reverse(features, grl_sigmoid(p))).squeeze(1)
         loss = label_loss + F.binary_cross_entropy_with_logits(d, self.domain)
         self.opt.zero_grad(set_to_none=True)
