@@ -187,7 +187,9 @@ def test_ddp_ranks_draw_disjoint_whole_batches_covering_the_data(datamodule):
     assert not set(orders[0].tolist()) & set(orders[1].tolist())
     assert len(set(torch.cat(orders).tolist())) >= len(split.inputs) - 2 * 16  # all but the tails
     x, y = next(iter(ranks[1]))
-    assert x.shape == (16, 3, 28, 28) and torch.equal(y, split.labels[orders[1][:16]])
+    first = orders[1][:16]  # the batch holds exactly these rows, images and labels
+    assert x.shape == (16, 3, 28, 28) and torch.equal(x, split.inputs[first])
+    assert torch.equal(y, split.labels[first])
 
 
 def test_every_training_sample_is_drawn_once_per_epoch(data_dir):
