@@ -53,8 +53,6 @@ class DAAN(DANN):
 
     uses_target_logits = True  # the class probabilities weight the local discriminators' inputs
 
-    reverses_gradient = True
-
     def __init__(
         self,
         in_features: int,
