@@ -11,6 +11,20 @@ Pure functions of features, logits and *source* labels (NumPy/torch in, float ou
   Domain Adaptation"): importance-weighted source validation loss, weights from a domain
   classifier on the features, with the paper's control variate. Lower is better.
 - `prediction_entropy` (mean entropy of target predictions). Lower is better.
+- `information_maximization` (IM: entropy of the mean target prediction minus the mean entropy
+  of the target predictions, the objective of Shi & Sha 2012 / SHOT, used as a validator by
+  Musgrave et al. 2022). Higher is better.
+- `batch_nuclear_norm` (BNM, Cui et al., CVPR 2020: the nuclear norm of the target prediction
+  matrix over sqrt(n * classes), high when predictions are confident *and* diverse). Higher is
+  better.
+- `class_ami` (ClassAMI, Musgrave et al., 2022: adjusted mutual information between k-means
+  clusters of the source+target features, k = classes, and the model's predicted classes).
+  Higher is better.
+- `within_one_standard_error`: the rule "the latest epoch whose source validation accuracy is
+  within one binomial standard error of the best so far" (a validation set of a few hundred
+  images cannot rank epochs that differ by one image, so among those it cannot tell apart the
+  latest, most adapted, one is taken). Logged per epoch as the training step when the epoch
+  qualifies, -1 otherwise, so a checkpoint that keeps the maximum keeps exactly that epoch.
 - `soft_neighborhood_density` (Saito et al., ICCV 2021, SND). Higher is better. Logged and in
   the end-of-run report, but NOT offered for checkpoint selection: near-uniform predictions
   (an untrained or collapsed model) make every target point every other's neighbour, which is
@@ -24,7 +38,9 @@ features; every function is deterministic for a given `seed`.
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,10 +48,15 @@ from sklearn.preprocessing import StandardScaler
 # name -> (logged metric, mode): reported at the end of a run; `selection=` picks among those
 # not in NOT_SELECTABLE
 VALIDATORS = {
+    "source_val_1se": ("val/source_1se_step", "max"),
     "source_val": ("val/source_acc", "max"),
     "reverse_val": ("val/reverse_acc", "max"),
     "dev": ("val/dev_risk", "min"),
     "entropy": ("val/entropy", "min"),
+    "im": ("val/im", "max"),
+    "bnm": ("val/bnm", "max"),
+    "class_ami": ("val/class_ami", "max"),
+    "last": ("val/step", "max"),
     "snd": ("val/snd", "max"),
     "target_oracle": ("val/target_acc", "max"),  # uses target labels: an upper bound only
 }
@@ -118,6 +139,41 @@ def prediction_entropy(logits: torch.Tensor) -> float:
     """Mean Shannon entropy (nats) of the softmax predictions (lower: more confident)."""
     log_p = F.log_softmax(logits.float(), dim=1)
     return float(-(log_p.exp() * log_p).sum(1).mean())
+
+
+def information_maximization(logits: torch.Tensor) -> float:
+    """IM: H(mean prediction) - mean H(prediction), in nats (higher: confident and diverse)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    p = log_p.exp()
+    mean_p = p.mean(0)
+    marginal_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+    return float(marginal_entropy + (p * log_p).sum(1).mean())
+
+
+def batch_nuclear_norm(logits: torch.Tensor) -> float:
+    """BNM: nuclear norm of the (n, classes) softmax matrix over sqrt(n * classes), in [0, 1]
+    (1: one-hot predictions spread evenly over the classes)."""
+    p = F.softmax(logits.float(), dim=1)
+    return float(torch.linalg.matrix_norm(p, ord="nuc") / (p.shape[0] * p.shape[1]) ** 0.5)
+
+
+def class_ami(
+    features: np.ndarray, predicted: np.ndarray, num_classes: int, seed: int = 0
+) -> float:
+    """ClassAMI: adjusted mutual information between k-means clusters of `features` (k =
+    `num_classes`) and the predicted classes of the same points."""
+    if len(features) <= num_classes:
+        return float("nan")
+    clusters = KMeans(num_classes, n_init=1, random_state=seed).fit_predict(
+        StandardScaler().fit_transform(features)
+    )
+    return float(adjusted_mutual_info_score(predicted, clusters))
+
+
+def within_one_standard_error(acc: float, best_acc: float, n: int) -> bool:
+    """Is accuracy `acc` within one binomial standard error (of `best_acc` over `n` examples) of
+    `best_acc`?"""
+    return acc >= best_acc - (best_acc * (1 - best_acc) / max(n, 1)) ** 0.5
 
 
 def soft_neighborhood_density(logits: torch.Tensor, temperature: float = 0.05) -> float:

@@ -149,3 +149,64 @@ def test_run_with_dev_selection_checkpoints_the_lowest_risk_epoch(make_cfg, tmp_
     assert summary["selected_val/dev_risk"] == pytest.approx(best["score"])
     assert set(history) == set(selection.VALIDATORS)
     assert all(0 <= r["target_acc"] <= 1 for r in history.values())
+
+
+def test_report_covers_the_whole_run_when_an_early_checkpoint_is_tested(make_cfg, tmp_path):
+    """trainer.test(ckpt_path=<an early pick>) restores the callbacks' state from that checkpoint:
+    the report must still see every validation epoch, so the oracle's best epoch is the run's
+    (later than the pick here) and the pick's cost is positive."""
+    import csv
+
+    cfg = make_cfg(
+        "dataset=moons",
+        "optimizer=adam",
+        "selection.metric=val/step",  # the first epoch: a pick that is not the oracle's best
+        "selection.mode=min",
+        "logger=csv",
+        "trainer.max_epochs=6",
+        "trainer.limit_train_batches=2",
+        "callbacks.selection_validators.max_samples=200",
+        "~callbacks.proxy_a_distance",
+        "~callbacks.feature_tsne",
+    )
+    summary = run(cfg)
+    assert Path(summary["checkpoint"]).name == "epoch_000.ckpt"
+    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
+    logged = {int(r["epoch"]): float(r["val/target_acc"]) for r in rows if r.get("val/target_acc")}
+    assert sorted(logged) == list(range(6))
+    best_epoch = max(logged, key=logged.get)
+    assert logged[best_epoch] > logged[0]  # the setup: the run improves after its first epoch
+    report = json.loads((tmp_path / "run" / "summary.json").read_text())["selection"]
+    assert report["target_oracle"]["epoch"] == best_epoch
+    assert report["target_oracle"]["target_acc"] == pytest.approx(logged[best_epoch])
+    assert report["last"]["epoch"] == 5
+    cost = report["target_oracle"]["target_acc"] - logged[0]
+    assert cost > 0 and f"{cost:+.4f}" in format_report(report)
+
+
+def test_restoring_a_checkpoint_merges_histories_instead_of_cutting_back():
+    full = [{"epoch": e, "step": 10 * (e + 1), "val/target_acc": e / 10} for e in range(5)]
+    cb = SelectionValidators()
+    cb.history = list(full)
+    cb.load_state_dict({"history": full[:2]})  # the state saved with epoch 1's checkpoint
+    assert cb.history == full
+    resumed = SelectionValidators()  # a new process resuming from last.ckpt
+    resumed.load_state_dict({"history": full[:3]})
+    assert resumed.history == full[:3]
+
+
+def test_one_standard_error_rule_picks_the_latest_epoch_it_cannot_tell_from_the_best():
+    """Source accuracy on 400 images: 0.9825 at epoch 6, 0.9775 later (one standard error of
+    0.9825 is 0.0066): the rule picks the latest epoch within it; a clear drop is not picked."""
+    n = 400
+    acc = {0: 0.90, 6: 0.9825, 17: 0.975, 21: 0.9775, 29: 0.9775, 30: 0.95}
+    cb = SelectionValidators()
+    picked = []
+    for epoch, a in acc.items():
+        k = round(a * n)
+        source = {"logits": torch.eye(2)[[0] * n], "labels": torch.tensor([0] * k + [1] * (n - k))}
+        score = cb.rules(source, step=epoch)["val/source_1se_step"]
+        cb.history.append({"epoch": epoch, "step": epoch, "val/source_acc": k / n})
+        picked.append(score)
+    assert max(picked) == 29  # not 6 (the best), not 30 (0.95: a real drop)
+    assert picked[0] == 0 and picked[-1] == -1

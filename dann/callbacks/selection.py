@@ -3,12 +3,16 @@ end-of-run report of what each would have picked.
 
 Each validation epoch it gathers the source and target validation features/logits (the
 module's `validation_step` returns them) and logs, next to the oracle `val/target_acc`:
-`val/reverse_acc`, `val/dev_risk`, `val/entropy`, `val/snd` (see `dann.selection`). The
-`selection` config group points the checkpoint at one of them (`val/source_acc` by default).
+`val/reverse_acc`, `val/dev_risk`, `val/entropy`, `val/im`, `val/bnm`, `val/class_ami`,
+`val/snd`, and the two rules `val/source_1se_step` (the latest epoch within one standard error
+of the best source accuracy) and `val/step` (the last epoch) (see `dann.selection`). The
+`selection` config group points the checkpoint at one of them.
 
 After each validation it records every `val/*` metric of the epoch; `report()` then says, for
 each validator, the epoch it would pick and the oracle target accuracy there, next to the best
-target accuracy of any epoch: what selecting without target labels costs.
+target accuracy of any epoch: what selecting without target labels costs. The history covers
+every validation epoch of the run: restoring a checkpoint (`trainer.test(ckpt_path=best)`
+restores callback state) merges its history into the one in memory instead of cutting it back.
 """
 
 import logging
@@ -24,6 +28,16 @@ from dann.data.datamodule import DOMAINS
 log = logging.getLogger(__name__)
 
 ORACLE = "val/target_acc"
+SOURCE_ACC = "val/source_acc"
+SCORES = (
+    "val/reverse_acc",
+    "val/dev_risk",
+    "val/entropy",
+    "val/im",
+    "val/bnm",
+    "val/class_ami",
+    "val/snd",
+)
 
 
 class SelectionValidators(pl.Callback):
@@ -57,22 +71,37 @@ class SelectionValidators(pl.Callback):
         """The validators from source (features, logits, labels) and target (features, logits)."""
         fs, ft = source["features"].numpy(), target["features"].numpy()
         if not (np.isfinite(fs).all() and np.isfinite(ft).all()):  # a diverged model
-            nan = float("nan")
-            return dict.fromkeys(("val/reverse_acc", "val/dev_risk", "val/entropy", "val/snd"), nan)
+            return dict.fromkeys(SCORES, float("nan"))
         source_losses = F.cross_entropy(source["logits"], source["labels"], reduction="none")
+        num_classes = source["logits"].shape[1]
+        predicted = torch.cat([source["logits"], target["logits"]]).argmax(1).numpy()
         return {
             "val/reverse_acc": selection.reverse_validation_acc(
                 fs, source["labels"].numpy(), ft, target["logits"].argmax(1).numpy(), self.seed
             ),
             "val/dev_risk": selection.dev_risk(fs, source_losses.numpy(), ft, self.seed),
             "val/entropy": selection.prediction_entropy(target["logits"]),
+            "val/im": selection.information_maximization(target["logits"]),
+            "val/bnm": selection.batch_nuclear_norm(target["logits"]),
+            "val/class_ami": selection.class_ami(
+                np.concatenate([fs, ft]), predicted, num_classes, self.seed
+            ),
             "val/snd": selection.soft_neighborhood_density(target["logits"]),
         }
+
+    def rules(self, source: dict, step: int) -> dict[str, float]:
+        """`val/source_1se_step`: `step` if this epoch's source accuracy (on the gathered sample)
+        is within one standard error of the best so far, else -1; `val/step`: `step`."""
+        acc = float((source["logits"].argmax(1) == source["labels"]).float().mean())
+        best = max([acc, *(h[SOURCE_ACC] for h in self.history if SOURCE_ACC in h)])
+        qualifies = selection.within_one_standard_error(acc, best, len(source["labels"]))
+        return {"val/source_1se_step": float(step if qualifies else -1), "val/step": float(step)}
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not all(self._outputs.values()):
             return
-        scores = self.scores(*(self._gathered(pl_module, d) for d in DOMAINS))
+        source, target = (self._gathered(pl_module, d) for d in DOMAINS)
+        scores = {**self.scores(source, target), **self.rules(source, trainer.global_step)}
         for name, value in scores.items():
             # every rank scored the same gathered sample; the mean over ranks is that value
             pl_module.log(name, value, sync_dist=True)
@@ -106,7 +135,12 @@ class SelectionValidators(pl.Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.history = list(state_dict.get("history", []))
+        """Merge, never cut back: a checkpoint restored for testing holds the history up to its
+        own epoch, the one in memory every epoch since; a resumed run starts from the saved one.
+        """
+        merged = {(h["epoch"], h.get("step")): h for h in state_dict.get("history", [])}
+        merged.update({(h["epoch"], h.get("step")): h for h in self.history})
+        self.history = sorted(merged.values(), key=lambda h: (h.get("step") or 0, h["epoch"]))
 
 
 def format_report(rows: dict[str, dict]) -> str:
