@@ -60,6 +60,8 @@ VALIDATORS = {
     "snd": ("val/snd", "max"),
     "target_oracle": ("val/target_acc", "max"),  # uses target labels: an upper bound only
 }
+# validators that are rules over the run's epochs, not scores of a model (no correlation to rank)
+RULES = {"source_val_1se", "last"}
 NOT_SELECTABLE = {
     "val/snd": "SND scores near-uniform predictions highest and picks the first epochs "
     "(README, What label-free selection costs)",

@@ -192,11 +192,13 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
     }
     validators = [c for c in trainer.callbacks if isinstance(c, SelectionValidators)]
     report = validators[0].report() if validators else {}
+    history = validators[0].history if validators else []
     if not trainer.is_global_zero:
         return summary
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps({**summary, "selection": report}, indent=2))
+    saved = {**summary, "dataset": cfg.dataset.get("name"), "selection": report, "history": history}
+    (out_dir / "summary.json").write_text(json.dumps(saved, indent=2))
     if trainer.loggers:
         picked = {f"selection/{k}_target_acc": r["target_acc"] for k, r in report.items()}
         log_metrics(trainer, picked)
