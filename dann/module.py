@@ -6,7 +6,8 @@ learning rate are pure functions of p = global_step / trainer.estimated_stepping
 All constructor arguments are plain dicts/numbers, so `save_hyperparameters` stores plain types
 and checkpoints load with `weights_only=True`.
 
-`norm` (the `norm` config group) says how BatchNorm layers treat the two domains (joint,
+`norm` (the `norm` config group) says how the BatchNorm layers of the prediction path (feature
+extractor, label classifier; not the discriminators) treat the two domains (joint,
 separate or domain-specific statistics; shared, per-domain or AdaBN statistics at evaluation):
 `dann.models.norm` does it, the module only says which rows are which. `loss` adds terms that
 every method shares: label smoothing on the source label loss, and target entropy minimisation
@@ -82,8 +83,13 @@ class DALightningModule(pl.LightningModule):
             method, in_features=width, num_classes=num_classes, _convert_="all"
         )
         self.norm = {"mode": "joint", "eval_stats": "shared", "adabn_samples": None, **(norm or {})}
-        convert_batchnorm(self, self.norm["mode"], self.norm["eval_stats"])
-        self._norms = domain_norms(self)  # empty: plain BatchNorm (or none), nothing to say
+        # the prediction path only: the discriminators' normalisation is their own choice
+        # (backbone.domain_head.norm), never per domain (see dann/models/heads.py)
+        prediction_path = (self.feature_extractor, self.classifier)
+        for part in prediction_path:
+            convert_batchnorm(part, self.norm["mode"], self.norm["eval_stats"])
+        # empty: plain BatchNorm (or none), nothing to say
+        self._norms = [m for part in prediction_path for m in domain_norms(part)]
         self.loss_options = {"label_smoothing": 0.0, "target_entropy": 0.0, **(loss or {})}
         # the target rows' logits in training: for the method, the entropy term, or the
         # classifier's BatchNorm statistics (which would otherwise see the source alone)

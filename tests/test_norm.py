@@ -2,11 +2,14 @@
 running statistics it updates and evaluates with, AdaBN's recomputation, and that source-only
 never puts a target image through a training-mode BatchNorm."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
 from dann.errors import ConfigError
+from dann.methods import DANN
 from dann.models.norm import (
     SOURCE,
     TARGET,
@@ -16,6 +19,7 @@ from dann.models.norm import (
     recompute_statistics,
     set_domains,
 )
+from dann.module import BATCH_NORMS
 from dann.train import build
 
 
@@ -117,18 +121,108 @@ def test_pretrained_statistics_are_copied_into_every_domain():
 BN_NET = [
     "backbone=lenet_dann_bn",
     "backbone.classifier.batch_norm=true",
-    "backbone.domain_head.batch_norm=true",
+    "backbone.domain_head.norm=batch",
     "norm=separate",
     "norm.eval_stats=per_domain",
 ]
 
 
-def test_every_batchnorm_of_the_model_is_converted(make_cfg):
+def test_every_batchnorm_of_the_prediction_path_is_converted(make_cfg):
     _, module, _ = build(make_cfg(*BN_NET))
-    plain = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    path = (module.feature_extractor, module.classifier)
+    plain = [m for p in path for m in p.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert not plain
-    # backbone (2), label head (2), domain head (1)
-    assert len(domain_norms(module)) == 5
+    # backbone (2), label head (2); the domain head's BatchNorm is its own (plain)
+    assert len(domain_norms(module)) == len(module._norms) == 4
+
+
+@pytest.mark.parametrize("method", ["dann", "daan", "cdan"])
+@pytest.mark.parametrize("norm", ["joint", "separate", "domain_specific", "adabn"])
+def test_the_discriminators_are_never_normalised_per_domain(make_cfg, norm, method):
+    """`norm=` converts the prediction path only: the discriminators (DANN's domain head, DAAN's
+    global and class-wise ones, CDAN's) keep one plain BatchNorm1d per hidden layer, with one
+    set of affine parameters and statistics (backbone.domain_head.norm=batch)."""
+    overrides = [*BN_NET[:3], f"norm={norm}", f"method={method}"]
+    _, module, _ = build(make_cfg(*overrides))
+    assert not domain_norms(module.method)
+    norms = [m for m in module.method.modules() if isinstance(m, BATCH_NORMS)]
+    heads = 1 + (10 if method == "daan" else 0)  # DAAN: global + one per class
+    assert len(norms) == heads
+    for bn in norms:
+        assert type(bn) is nn.BatchNorm1d
+        assert bn.weight.shape == bn.bias.shape == bn.running_mean.shape == (bn.num_features,)
+    # the prediction path is still converted (plain BatchNorm is what joint does)
+    assert len(module._norms) == (0 if norm == "joint" else 4)
+    _, none, _ = build(make_cfg(*BN_NET[:2], f"norm={norm}", f"method={method}"))
+    assert not [m for m in none.method.modules() if isinstance(m, BATCH_NORMS)]  # default: none
+
+
+def test_a_batchnorm_discriminator_normalises_the_mixed_batch_jointly(make_cfg):
+    """Source rows = target rows + c: per-domain whitening inside the domain head (what
+    `norm=separate` did to it before it had its own choice) would make both halves identical;
+    one BatchNorm over the mixed batch keeps the shift."""
+    _, module, _ = build(make_cfg(*BN_NET, "method=dann"))
+    module.train()
+    set_domains(module._norms, split=8)  # what a training step says to the BatchNorm layers
+    torch.manual_seed(0)
+    f = torch.randn(8, module.feature_extractor.out_features)
+    features = torch.cat([f + 3.0, f])  # the source rows shifted by a constant
+    head = module.method.discriminator
+    hidden = head[0](features)
+    normalised = head[1](hidden)
+    bn = head[1]
+    expected = (hidden[:8] - hidden[8:]) / (hidden.var(0, unbiased=False) + bn.eps).sqrt()
+    torch.testing.assert_close(normalised[:8] - normalised[8:], expected * bn.weight)
+    d = module.method(features, None, 8, 1.0).domain_logits  # the training call, behind the GRL
+    assert (d[:8] - d[8:]).abs().max() > 1e-3  # the shift reaches the domain logits
+    with pytest.raises(ConfigError, match="choose one of none, batch"):
+        DANN(5, 3, norm="separate")
+    assert isinstance(DANN(5, 3, batch_norm=True).discriminator[1], nn.BatchNorm1d)  # old name
+    with pytest.raises(ConfigError, match="disagree"):
+        DANN(5, 3, norm="none", batch_norm=True)
+
+
+class _Batches:
+    """A datamodule's AdaBN interface: each domain's unlabelled inputs, shifted per domain."""
+
+    def unlabelled_batches(self, domain, device, max_samples):
+        torch.manual_seed(1)
+        shift = 0.0 if domain == "source" else 2.0
+        return [torch.rand(16, 3, 28, 28) + shift for _ in range(2)]
+
+
+def test_adabn_re_estimates_the_prediction_path_and_leaves_the_discriminator_alone(make_cfg):
+    overrides = [*BN_NET[:3], "norm=adabn", "method=dann"]
+    _, module, _ = build(make_cfg(*overrides))
+    module.train()
+    x_s, x_t = torch.rand(8, 3, 28, 28), torch.rand(8, 3, 28, 28) + 5.0
+    features, logits = module._forward_training_batch(x_s, x_t)
+    module.method(features, logits, 8, 1.0)  # the discriminator's statistics move
+    disc = {k: v.clone() for k, v in module.method.state_dict().items() if "running" in k}
+    assert disc and all(v.abs().sum() > 0 for k, v in disc.items() if k.endswith("mean"))
+    path = {m: m.running_mean.clone() for m in module._norms}
+    module._trainer = SimpleNamespace(datamodule=_Batches())
+    try:
+        module._adapt_statistics()
+    finally:
+        module._trainer = None
+    after = module.method.state_dict()
+    for k, v in disc.items():
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0)  # untouched, not reset
+    # exactly the converted layers, every one of them, re-estimated from both domains' inputs
+    assert set(module._norms) == set(domain_norms(module)) and len(module._norms) == 4
+    for m, before in path.items():
+        assert m.batches_seen == 2
+        assert not torch.equal(m.running_mean[SOURCE], before[SOURCE])
+        assert not torch.equal(m.running_mean[TARGET], before[TARGET])
+    assert module.training  # modes restored
+
+
+def test_adabn_refuses_a_layer_its_forward_never_reaches():
+    net = convert_batchnorm(nn.Sequential(nn.BatchNorm1d(3), nn.BatchNorm1d(3)), "joint", "adabn")
+    norms = domain_norms(net)
+    with pytest.raises(ValueError, match="1 of 2 DomainBatchNorm layers were not reached"):
+        recompute_statistics(net, norms, [torch.randn(4, 3)], TARGET, run=net[0])
 
 
 def test_source_only_never_normalises_with_target_images(make_cfg):
@@ -145,7 +239,7 @@ def test_source_only_never_normalises_with_target_images(make_cfg):
     assert module.training and module.feature_extractor.training  # modes restored
     after = module.state_dict()
     for k, v in before.items():
-        if k.endswith("running_mean"):
+        if k.endswith("running_mean") and not k.startswith("method."):  # prediction path
             moved = after[k] - v
             assert moved[TARGET].abs().max() == 0, k  # the target slot never moved
             assert moved[SOURCE].abs().max() < 0.5, k  # the source slot saw [0, 1) images only

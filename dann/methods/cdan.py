@@ -24,7 +24,7 @@ from torch import nn
 
 from dann.grl import GradientReversal, grad_reverse
 from dann.methods.base import AdaptationMethod, AdaptationOutput, domain_targets
-from dann.models.heads import mlp_head
+from dann.models.heads import discriminator_head
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -73,11 +73,12 @@ class CDAN(AdaptationMethod):
         num_classes: int,
         hidden: list[int] = (100,),
         dropout: float = 0.0,
-        batch_norm: bool = False,
+        norm: str | None = None,
         entropy_conditioning: bool = False,
         max_multilinear_dim: int = 4096,
         randomized_dim: int = 1024,
         random_seed: int = 0,
+        batch_norm: bool | None = None,
     ):
         super().__init__()
         self.entropy_conditioning = entropy_conditioning
@@ -88,7 +89,9 @@ class CDAN(AdaptationMethod):
             )
         else:
             self.map = MultilinearMap(in_features, num_classes)
-        self.discriminator = mlp_head(self.map.out_features, hidden, 1, dropout, batch_norm)
+        self.discriminator = discriminator_head(
+            self.map.out_features, hidden, 1, dropout, norm, batch_norm
+        )
 
     def reverse(self, features: torch.Tensor, lambda_: float) -> torch.Tensor:
         self.grl.lambda_ = lambda_

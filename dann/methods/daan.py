@@ -30,7 +30,7 @@ from torch import nn
 
 from dann.methods.base import AdaptationOutput, domain_targets
 from dann.methods.dann import DANN
-from dann.models.heads import mlp_head
+from dann.models.heads import discriminator_head
 
 
 def a_distance(error: torch.Tensor) -> torch.Tensor:
@@ -59,14 +59,18 @@ class DAAN(DANN):
         num_classes: int,
         hidden: list[int] = (100,),
         dropout: float = 0.0,
-        batch_norm: bool = False,
+        norm: str | None = None,
         initial_omega: float = 0.5,
+        batch_norm: bool | None = None,
     ):
-        super().__init__(in_features, num_classes, hidden, dropout, batch_norm)
+        super().__init__(
+            in_features, num_classes, hidden, dropout, norm=norm, batch_norm=batch_norm
+        )
         if not 0.0 <= initial_omega <= 1.0:
             raise ValueError(f"initial_omega must lie in [0, 1], got {initial_omega}")
         self.local_discriminators = nn.ModuleList(
-            mlp_head(in_features, hidden, 1, dropout, batch_norm) for _ in range(num_classes)
+            discriminator_head(in_features, hidden, 1, dropout, norm, batch_norm)
+            for _ in range(num_classes)
         )
         # saved in checkpoints, so a resumed run goes on with the same omega
         self.register_buffer("omega", torch.tensor(float(initial_omega)))

@@ -6,7 +6,9 @@ the features -lambda times its gradient, so they learn to fool it. lambda lives 
 `loss`: `bce` (one logit, binary cross-entropy; the default) or `softmax` (two logits, log-softmax
 + NLL, as fungtion/DANN's head; the same loss of the logit difference, another parameterisation).
 `weight` multiplies the domain loss (fungtion/DANN adds the source and target halves' mean
-losses: weight 2).
+losses: weight 2). `norm` is the discriminator's own normalisation (`backbone.domain_head.norm`:
+`none` or `batch`, one BatchNorm over the mixed batch; see `discriminator_head`), untouched by
+the `norm=` group, as are DAAN's and CDAN's discriminators.
 """
 
 import torch
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from dann.errors import ConfigError
 from dann.grl import GradientReversal
 from dann.methods.base import AdaptationMethod, AdaptationOutput, domain_targets
-from dann.models.heads import mlp_head
+from dann.models.heads import discriminator_head
 
 DOMAIN_LOSSES = ("bce", "softmax")
 
@@ -30,9 +32,10 @@ class DANN(AdaptationMethod):
         num_classes: int,
         hidden: list[int] = (100,),
         dropout: float = 0.0,
-        batch_norm: bool = False,
+        norm: str | None = None,
         loss: str = "bce",
         weight: float = 1.0,
+        batch_norm: bool | None = None,
     ):
         super().__init__()
         if loss not in DOMAIN_LOSSES:
@@ -40,7 +43,9 @@ class DANN(AdaptationMethod):
         self.loss, self.weight = loss, float(weight)
         self.grl = GradientReversal()
         outputs = 2 if loss == "softmax" else 1
-        self.discriminator = mlp_head(in_features, hidden, outputs, dropout, batch_norm)
+        self.discriminator = discriminator_head(
+            in_features, hidden, outputs, dropout, norm, batch_norm
+        )
 
     def reverse(self, features: torch.Tensor, lambda_: float) -> torch.Tensor:
         self.grl.lambda_ = lambda_

@@ -45,3 +45,43 @@ def mlp_head(
     mlp_head(768, [100, 100], 10); its domain head mlp_head(768, [100], 1)."""
     layers, width = mlp_blocks(in_features, hidden, dropout, batch_norm)
     return nn.Sequential(*layers, nn.Linear(width, out_features))
+
+
+DISCRIMINATOR_NORMS = ("none", "batch")
+
+
+def discriminator_head(
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    dropout: float | Sequence[float] = 0.0,
+    norm: str | None = None,
+    batch_norm: bool | None = None,
+) -> nn.Sequential:
+    """A domain discriminator: `mlp_head` with its own normalisation choice
+    (`backbone.domain_head.norm`), which the `norm=` group never touches (see dann/models/norm.py):
+
+    - `none` (default): no normalisation layer.
+    - `batch`: a plain BatchNorm1d after each hidden Linear. In training it normalises the whole
+      batch it is given, the source and target rows together, with one set of statistics and one
+      set of affine parameters, so a shift between the domains stays visible to it; evaluation
+      uses its running statistics.
+
+    Never per-domain parameters or per-domain statistics: the discriminator must read the domain
+    from the features, not from its own layers. `batch_norm` is the former boolean spelling
+    (true = `batch`, false = `none`), still accepted for older checkpoints' hyper-parameters."""
+    if batch_norm is not None:
+        alias = "batch" if batch_norm else "none"
+        if norm is not None and norm != alias:
+            raise ConfigError(
+                f"batch_norm={batch_norm} (the former spelling) and norm={norm!r} disagree: set "
+                f"only backbone.domain_head.norm ({', '.join(DISCRIMINATOR_NORMS)})"
+            )
+        norm = alias
+    norm = "none" if norm is None else norm
+    if norm not in DISCRIMINATOR_NORMS:
+        raise ConfigError(
+            f"backbone.domain_head.norm={norm!r} (the discriminator's normalisation): choose one "
+            f"of {', '.join(DISCRIMINATOR_NORMS)}; the discriminator never normalises per domain"
+        )
+    return mlp_head(in_features, hidden, out_features, dropout, batch_norm=norm == "batch")

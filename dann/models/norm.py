@@ -20,9 +20,19 @@ source rows followed by target rows is normalised, and which running statistics 
   recomputed from that domain's (unlabelled) training inputs with the current weights
   (`recompute_statistics`), and each domain is evaluated with its own.
 
-Every `nn.BatchNorm1d/2d` of a model (backbone, heads, discriminators) is swapped for a
-`DomainBatchNorm` by `convert_batchnorm`; the LightningModule says which rows are which with
-`set_domains`. With mode=joint and eval_stats=shared nothing is swapped (plain BatchNorm).
+Every `nn.BatchNorm1d/2d` of the prediction path (feature extractor and label classifier, a
+pretrained backbone's too) is swapped for a `DomainBatchNorm` by `convert_batchnorm`; the
+LightningModule says which rows are which with `set_domains`. With mode=joint and
+eval_stats=shared nothing is swapped (plain BatchNorm).
+
+The domain discriminators are not converted: their normalisation is their own choice,
+`backbone.domain_head.norm` (`dann.models.heads.discriminator_head`): `none` (no layer), or
+`batch` (plain BatchNorm1d over the mixed source+target batch it is given: one set of
+statistics, one set of affine parameters, its own running statistics for evaluation, which
+AdaBN leaves alone). Never per domain: per-domain affine parameters (`domain_specific`) would
+let the discriminator tell the domains apart by its own bias, and per-domain whitening
+(`separate`) would hide the domains' mean and variance shifts from it; either way its reversed
+gradient would stop saying how the features differ.
 """
 
 import contextlib
@@ -172,22 +182,30 @@ def eval_mode(*modules: nn.Module):
 def recompute_statistics(
     model: nn.Module, norms: list[DomainBatchNorm], batches, domain: int, run=None
 ) -> None:
-    """AdaBN: reset `domain`'s running statistics and re-estimate them as the average over
-    `batches` (inputs of that domain) run through `run` (default: `model`), every other layer
-    of `model` in eval mode (no dropout). The model's train/eval modes are restored after."""
+    """AdaBN: replace `domain`'s running statistics of exactly the layers `norms` with their
+    average over `batches` (inputs of that domain) run through `run` (default: `model`), every
+    other layer of `model` in eval mode (no dropout); no other layer's statistics change. The
+    first batch replaces the old statistics (a cumulative average: momentum 1, 1/2, 1/3, ...),
+    so without batches nothing changes; a layer of `norms` that `run` never reaches is an
+    error, not a layer left reset. The model's train/eval modes are restored after."""
     run = run or model
     momenta = {m: m.momentum for m in norms}
     with eval_mode(model):
         for m in norms:
-            s = domain if len(m.running_mean) > 1 else 0
-            m.running_mean[s].zero_()
-            m.running_var[s].fill_(1.0)
             m.momentum, m.batches_seen = None, 0
             m.train()
         set_domains(norms, None, domain)
+        ran = 0
         try:
             for x in batches:
                 run(x)
+                ran += 1
         finally:
             for m, momentum in momenta.items():
                 m.momentum = momentum
+    missed = [m for m in norms if m.batches_seen == 0]
+    if ran and missed:
+        raise ValueError(
+            f"AdaBN: {len(missed)} of {len(norms)} DomainBatchNorm layers were not reached by "
+            "`run`; their statistics would not be re-estimated"
+        )
