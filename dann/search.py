@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dann.config_check import CONFIGS, callback_configs
 from dann.errors import EXIT_USER_ERROR, ConfigError, DivergenceError
+from dann.selection import NOT_SELECTABLE, RULES, VALIDATORS
 
 # optuna 2.x (what hydra-optuna-sweeper needs) predates SQLAlchemy 2 and warns once per process
 # that it uses the 1.x API; the pins in pyproject.toml are the answer, the warning is noise
@@ -172,6 +173,22 @@ def check_searched_keys(cfg: DictConfig) -> None:
         )
 
 
+def check_objective_is_a_score(cfg: DictConfig) -> None:
+    """A rule (source_val_1se, last) picks an epoch within a run; its logged value is a training
+    step, which says nothing about how one trial compares with another."""
+    rules = {VALIDATORS[name][0]: name for name in RULES}
+    metric = cfg.selection.metric
+    if metric in rules:
+        scores = [
+            n for n, (m, _) in VALIDATORS.items() if n not in RULES and m not in NOT_SELECTABLE
+        ]
+        raise ConfigError(
+            f"selection={rules[metric]} ({metric}) is a rule that picks an epoch within a run, "
+            "not a score that compares trials: a search needs a score as its objective. Use one "
+            f"of selection={', '.join(s for s in scores if s != 'target_oracle')}"
+        )
+
+
 def check_selected_checkpoint(cfg: DictConfig) -> None:
     """A trial's value is the checkpoint a ModelCheckpoint monitoring selection.metric picks."""
     from pytorch_lightning.callbacks import ModelCheckpoint  # Lightning: only for a search
@@ -282,6 +299,7 @@ class SearchReport(Callback):
                 )
             )
         try:
+            check_objective_is_a_score(config)
             check_searched_keys(config)
             check_selected_checkpoint(config)
         except ConfigError as e:

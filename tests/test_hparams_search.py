@@ -295,3 +295,11 @@ def test_a_search_without_a_checkpoint_on_the_selection_metric_is_refused(
     err = refusal(capsys, tmp_path, *overrides)
     assert "error: no ModelCheckpoint in callbacks" in err and "monitors selection.metric=" in err
     assert "Use callbacks=default" in err
+
+
+@pytest.mark.parametrize("rule", ["source_val_1se", "last"])
+def test_a_rule_is_refused_as_the_search_objective(rule, capsys, tmp_path):
+    """A rule's logged value is a training step: the longest trial, not the best, would win."""
+    err = refusal(capsys, tmp_path, f"selection={rule}")
+    assert f"selection={rule}" in err and "not a score that compares trials" in err
+    assert "selection=source_val, reverse_val" in err and "target_oracle" not in err
