@@ -1,7 +1,9 @@
 """`trainer.precision=auto`: the numeric precision a run uses, picked by what the device runs
 natively, and said in one log line.
 
-- bf16-mixed where bf16 matrix work is native: CUDA GPUs that support bf16 (Ampere and newer),
+- bf16-mixed where bf16 matrix work is native: CUDA GPUs of compute capability 8.0 or newer
+  (Ampere and later; `torch.cuda.is_bf16_supported()` is not asked, as it also counts
+  emulation and so says yes on a V100 or T4),
   CPUs with AMX-BF16 or AVX512-BF16 (Intel Sapphire Rapids and newer, AMD Zen 4 and newer).
   Convolutional backbones then also run channels-last (`backbone.channels_last` left at null).
 - 32-true elsewhere: on CPUs without native bf16, bf16 autocast is emulated and several times
@@ -17,6 +19,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+NATIVE_BF16_CUDA = (8, 0)  # compute capability: Ampere (A100) and newer
 
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
@@ -41,7 +44,7 @@ def auto_precision(accelerator: str) -> tuple[str, str]:
     """(precision, why) for `trainer.accelerator=accelerator`."""
     if uses_cuda(accelerator):
         name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CUDA device"
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        if torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= NATIVE_BF16_CUDA:
             return "bf16-mixed", f"{name} supports bf16"
         return "32-true", f"{name} has no native bf16 (use trainer.precision=16-mixed there)"
     flags = cpu_bf16_flags()

@@ -95,9 +95,43 @@ def test_readme_loop_reverses_lambda_times_the_domain_heads_gradient():
 def test_readme_method_and_lightning_examples_wire_lambda_from_progress():
     ns = run_readme()
     assert set(ns["out"].losses) == {"domain_loss"}
-    assert torch.isfinite(ns["loss"])
+    # the domain loss is the BCE of the head's logits with the 64 source rows as 0, the 64
+    # target rows as 1; the step trained the domain head (every parameter got a gradient)
+    out = ns["out"]
+    assert out.domain_targets.tolist() == [0.0] * 64 + [1.0] * 64
+    bce = F.binary_cross_entropy_with_logits(out.domain_logits, out.domain_targets)
+    torch.testing.assert_close(out.losses["domain_loss"], bce)
+    method = ns["method"]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
     assert ns["method"].grl.lambda_ == pytest.approx(dann.grl_sigmoid(0.5))
     trainer = ns["trainer"]
     assert trainer.global_step == 5
     # the last of the 5 steps ran at p = 4 / 5
     assert trainer.lightning_module.method.grl.lambda_ == pytest.approx(dann.grl_sigmoid(0.8))
+
+
+# the first release of a dependency with an API dann uses: its declared lower bound must not
+# admit an older one (pyproject.toml says which lower bounds were installed and run together)
+FIRST_WITH = {
+    "pytorch-lightning": ("2.6", "pytorch_lightning.callbacks", "WeightAveraging"),
+    "hydra-core": ("1.3.2", "hydra.utils", "get_object"),
+    "lightning-utilities": ("0.10", "lightning_utilities.core.apply_func", "apply_to_collection"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(FIRST_WITH))
+def test_declared_lower_bounds_admit_no_release_without_the_apis_used(package):
+    import importlib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11+")
+    first, module, name = FIRST_WITH[package]
+    assert hasattr(importlib.import_module(module), name)
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    declared = {r.name: r for r in map(Requirement, pyproject["project"]["dependencies"])}
+    assert package in declared, f"dann imports {module} but does not declare {package}"
+    spec = declared[package].specifier
+    lowest = [Version(s.version) for s in spec if s.operator in (">=", ">", "==", "~=")]
+    assert lowest and min(lowest) >= Version(first), f"{package}{spec} admits ones before {first}"

@@ -42,14 +42,32 @@ def test_auto_picks_bf16_on_a_cpu_with_native_bf16_and_fp32_without(cpu_with):
     assert chosen == "32-true" and "no native bf16" in why
 
 
-def test_auto_on_cuda_follows_the_gpus_bf16_support(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake H100")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
-    assert precision.auto_precision("gpu") == ("bf16-mixed", "Fake H100 supports bf16")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: False)
+@pytest.fixture
+def gpu(monkeypatch):
+    """A fake CUDA device: `gpu(name, capability)`. `is_bf16_supported` says yes whatever the
+    card, as torch's does by default (it counts emulation), so only the capability decides."""
+
+    def fake(name: str, capability: tuple[int, int]):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: name)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: True)
+
+    return fake
+
+
+@pytest.mark.parametrize("name, capability", [("Fake A100", (8, 0)), ("Fake H100", (9, 0))])
+def test_auto_on_cuda_picks_bf16_from_compute_capability_8(gpu, name, capability):
+    gpu(name, capability)
+    assert precision.auto_precision("gpu") == ("bf16-mixed", f"{name} supports bf16")
+    assert precision.auto_precision("auto")[0] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("name, capability", [("Fake V100", (7, 0)), ("Fake T4", (7, 5))])
+def test_auto_on_cuda_ignores_emulated_bf16(gpu, name, capability):
+    gpu(name, capability)  # is_bf16_supported() says True: emulation, not native
     chosen, why = precision.auto_precision("auto")
-    assert chosen == "32-true" and "16-mixed" in why
+    assert chosen == "32-true" and "16-mixed" in why and name in why
 
 
 def test_build_resolves_auto_and_says_why_in_one_line(make_cfg, cpu_with, caplog):
