@@ -43,7 +43,9 @@ def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> f
     )
 
     def error(c: float) -> float:
-        svm = make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=5000, random_state=seed))
+        # the primal problem (dual=False): converges where liblinear's dual solver stops at
+        # max_iter with a ConvergenceWarning (C=1 on 2,352 pixels), same errors, ~3x faster
+        svm = make_pipeline(StandardScaler(), LinearSVC(C=c, dual=False, random_state=seed))
         return float(np.mean(svm.fit(x_fit, d_fit).predict(x_eval) != d_eval))
 
     return 2.0 * (1.0 - 2.0 * min(error(c) for c in SVM_C))

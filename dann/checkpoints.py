@@ -63,6 +63,11 @@ RESUME_MAY_CHANGE = (
     "dataset.eval_batch_size",
     "logger",
     "callbacks",
+    "backbone.init",  # how fresh weights are drawn: a resume restores them
+    "tags",
+    "extras",
+    "train",
+    "test",
 )
 # settings a resume cannot change: the checkpoint's optimizer state is that optimizer's
 RESUME_MUST_KEEP = ("optimizer.optim._target_",)

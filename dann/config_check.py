@@ -12,21 +12,27 @@
   allowed, with a WARNING: it picks the checkpoint with target labels.
 
 Unknown config-group options (`dataset=nope`) are Hydra's to refuse: it lists the choices.
+`check_command_line` runs before Hydra composes: `trainer.max_epoch=3` (a key that does not
+exist, which Hydra would advise adding with `+`) names the closest existing key instead.
+
+Importing this module loads neither torch nor Lightning, and the key and range checks run
+without them (a node's `_target_` is imported only to check a key no config file gives it):
+train.py validates before the heavy imports, so a typo fails in about a second.
 """
 
 import difflib
+import functools
 import inspect
 import logging
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
+import yaml
 from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, OmegaConf
 
 from dann.errors import ConfigError
-from dann.models.norm import check_norm
-from dann.selection import NOT_SELECTABLE, VALIDATORS
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +76,21 @@ RANGES = {
 }
 
 
+_validated: list[dict] = []  # the last config that passed: train.py and run() both validate
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first unknown key or out-of-range value in `cfg`."""
     container = OmegaConf.to_container(cfg, resolve=True)
+    if container in _validated:
+        return
     check_keys(container)
     check_ranges(container)
     check_token_backbone(container)
+    from dann.models.norm import check_norm  # torch: after the checks above
+    from dann.selection import NOT_SELECTABLE, VALIDATORS
+
+    check_target_terms(container)
     norm = container.get("norm") or {}
     if norm:
         check_norm(norm.get("mode"), norm.get("eval_stats"))
@@ -101,6 +116,130 @@ def validate(cfg: DictConfig) -> None:
             "LABELS, so the results are oracle numbers, not a domain-adaptation result",
             ORACLE_METRIC,
         )
+    _validated[:] = [container]
+
+
+def check_target_terms(tree: dict) -> None:
+    """A loss on the target predictions needs a method that forwards target data in training."""
+    target = (tree.get("method") or {}).get("_target_")
+    entropy = (tree.get("loss") or {}).get("target_entropy")
+    if entropy and target and not getattr(get_class(target), "forwards_target", True):
+        name = target.rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"loss.target_entropy={entropy} would be ignored: the method ({name}) never forwards "
+            "target data in training, so there are no target predictions to take the entropy "
+            "of. Set loss.target_entropy=0, or pick a method that does (method=dann, cdan, ...)"
+        )
+
+
+def check_required(cfg: DictConfig, usage: str) -> None:
+    """The top-level values a script's config leaves to the command line (`???`), all given;
+    else a ConfigError naming the missing ones, with `usage` as the example."""
+    missing = [f"{key}=" for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} missing: for example, {usage}")
+
+
+# configs/hydra/launcher options that need a Hydra plugin, and the extra that installs it
+LAUNCHER_PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+
+
+def check_command_line(config_name: str, argv: list[str]) -> None:
+    """Before Hydra composes `config_name` with `argv`: a `key=value` for a key the config does
+    not have is a ConfigError naming the closest key (Hydra's own message would advise
+    `+key=value`, adding the misspelt key), and a launcher whose plugin is not installed names
+    the extra to install. Anything else is left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    if "--version" in argv:
+        return
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # a bad flag: Hydra's to report
+        return
+    flags = ("help", "hydra_help", "shell_completion", "experimental_rerun", "config_dir")
+    if any(vars(args)[k] for k in flags) or args.config_path:
+        return  # no run, or configs from elsewhere: Hydra's
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:  # a syntax error: Hydra says where
+        return
+    for o in overrides:
+        launcher = o.value() if o.key_or_group == "hydra/launcher" else None
+        plugin = LAUNCHER_PLUGINS.get(launcher) if isinstance(launcher, str) else None
+        if plugin and not _installed(plugin[0]):
+            raise ConfigError(
+                f"hydra/launcher={launcher} needs the Hydra plugin {plugin[0]}: "
+                f'pip install -e ".[{plugin[1]}]"'
+            )
+    plain = [
+        o.key_or_group
+        for o in overrides
+        if o.type == OverrideType.CHANGE
+        and o.package is None
+        and "/" not in o.key_or_group
+        and not (CONFIGS / o.key_or_group).is_dir()  # a config group: Hydra lists its options
+        and not o.key_or_group.startswith("hydra.")
+    ]
+    name = args.config_name or config_name
+    if f"{name}.yaml" in TOP_LEVEL_FILES and all(_declared(key) for key in plain):
+        return  # every key is in a config file: Hydra will find it
+    if any(o.is_sweep_override() and (CONFIGS / o.key_or_group).is_dir() for o in overrides):
+        return  # a sweep over config options: which keys exist depends on the job
+    kept = [o.input_line for o in overrides if not o.is_sweep_override()]
+    tree = _composed(name, [line for line in kept if line.split("=")[0] not in plain])
+    if tree is None:
+        return
+    for key in plain:
+        parts = key.split(".")
+        depth = 0  # parts[:depth] exist
+        node = tree
+        while depth < len(parts) and isinstance(node, dict) and parts[depth] in node:
+            node, depth = node[parts[depth]], depth + 1
+        if depth == len(parts):
+            continue
+        if not isinstance(node, dict):
+            return  # a list or a value where the key wants a node: Hydra says so
+        close = difflib.get_close_matches(parts[depth], [str(k) for k in node], n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {'.'.join([*parts[:depth], close[0]])}?"
+        else:
+            hint = f"its keys: {', '.join(sorted(str(k) for k in node))}"
+            if "_target_" in node and depth == len(parts) - 1:
+                hint += f" (an argument the config does not set: +{key}=...)"
+        raise ConfigError(f"unknown config key {'.'.join(parts[: depth + 1])}; {hint}")
+
+
+def _installed(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        return False
+
+
+def _declared(key: str) -> bool:
+    """Whether some config file sets `key` (dotted), from the files alone."""
+    *parents, leaf = key.split(".")
+    if parents and (CONFIGS / parents[0]).is_dir():
+        return leaf in _declared_keys(parents[0], tuple(parents[1:]))
+    return leaf in _declared_keys("", tuple(parents))
+
+
+def _composed(config_name: str, overrides: list[str]) -> dict | None:
+    """configs/<config_name>.yaml with `overrides` (and the hydra node), unresolved, or None if
+    Hydra refuses them (it will say why)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except Exception:
+        return None
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
 def check_token_backbone(tree: dict) -> None:
@@ -132,6 +271,7 @@ def callback_configs(callbacks: Mapping | None, cls: type) -> list:
 def check_selection_is_logged(metric: str, callbacks: dict) -> None:
     """A selection metric only the SelectionValidators callback logs needs that callback."""
     from dann.callbacks import SelectionValidators  # Lightning: only for a full config
+    from dann.selection import VALIDATORS
 
     if metric in LOGGED_BY_MODULE or callback_configs(callbacks, SelectionValidators):
         return
@@ -174,6 +314,13 @@ def check_ranges(tree: dict) -> None:
 
 
 @cache
+def _config_file(path: Path) -> tuple[bool, dict]:
+    """(written at the global package?, the file's content, interpolations unresolved)."""
+    text = path.read_text()
+    return "@package _global_" in text, yaml.safe_load(text) or {}
+
+
+@cache
 def _declared_keys(group: str, subpath: tuple[str, ...]) -> frozenset[str]:
     """The keys at `subpath` in any config file of `group` ('' = the top-level files), or set
     there by a file written at the global package (experiment presets, some datasets)."""
@@ -184,17 +331,37 @@ def _declared_keys(group: str, subpath: tuple[str, ...]) -> frozenset[str]:
     keys: set[str] = set()
     for path in files:
         at = subpath
-        if "@package _global_" in path.read_text():
-            at = (group, *subpath) if group else ()
+        is_global, node = _config_file(path)
+        if is_global:
+            at = (group, *subpath) if group else subpath
         elif path.parent.name != (group or "configs"):
             continue
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         for part in at:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             keys |= set(node) - {"defaults"}
     if not group:
         keys |= {p.name for p in CONFIGS.iterdir() if p.is_dir()}
+    return frozenset(keys)
+
+
+@cache
+def _declared_target_keys(target: str) -> frozenset[str]:
+    """The keys any config file gives a node whose `_target_` is `target` (no import)."""
+    keys: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("_target_") == target:
+                keys.update(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in CONFIGS.rglob("*.yaml"):
+        walk(_config_file(path)[1])
     return frozenset(keys)
 
 
@@ -215,22 +382,29 @@ def dataset_arguments() -> set[str]:
 
 
 def check_keys(tree: dict, path: tuple[str, ...] = ()) -> None:
+    everything = None  # the full set of valid keys, imported only for a key no config declares
     if "_target_" in tree:
-        valid = _target_arguments(tree["_target_"])
+        valid = set(_declared_target_keys(tree["_target_"]))
+        everything = functools.partial(_target_arguments, tree["_target_"])
         where = f"{tree['_target_']} takes no such argument"
     elif path and path[0] in FREE_FORM and len(path) == 1:
         valid, where = None, ""
     else:
         group, subpath = (path[0], path[1:]) if path else ("", ())
-        if path and not (CONFIGS / group).is_dir():
-            valid, where = None, ""  # a plain nested value (e.g. a list or dict argument)
+        if path and not (CONFIGS / group).is_dir():  # e.g. loss: a node of train.yaml
+            # empty there: a plain nested value (e.g. a list or dict argument), not checked
+            valid = set(_declared_keys("", path)) or None
+            where = "no config declares it"
         else:
             valid = set(_declared_keys(group, subpath))
             if path == ("dataset",):
-                valid |= dataset_arguments()
+                everything = dataset_arguments
             where = (
                 f"no config in configs/{group} declares it" if group else "no such top-level key"
             )
+    if valid is not None and everything and not set(tree) <= valid | HYDRA_KEYS:
+        more = everything()
+        valid = None if more is None else valid | more  # None: the target takes **kwargs
     if valid is not None:
         for key in tree:
             if key not in valid and key not in HYDRA_KEYS:

@@ -4,8 +4,13 @@ to the loggers that store them (TensorBoard, MLflow, W&B; CSV stores none).
 
 A logger config is one `_target_` (configs/logger/tensorboard.yaml) or a dict of them
 (configs/logger/many.yaml); `~logger` runs without one.
+
+A resumed run (`ckpt_path=last`, same run dir) continues every logger's records: TensorBoard
+adds an event file beside the earlier ones, and `CSVLogger` (logger=csv) appends to the run's
+metrics.csv, where Lightning's would delete it.
 """
 
+import csv
 import logging
 import os
 from importlib.util import find_spec
@@ -16,7 +21,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.loggers.logger import DummyLogger
+from pytorch_lightning.loggers.csv_logs import CSVLogger as LightningCSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import DummyLogger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from dann.errors import ConfigError
@@ -26,6 +33,28 @@ log = logging.getLogger(__name__)
 FIGURE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)
 PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}  # logger -> package (and extra)
 _told: WeakKeyDictionary = WeakKeyDictionary()  # trainer -> what was skipped, already said
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, continuing an existing metrics.csv (its rows and columns)."""
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's deletes metrics.csv here
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger (<save_dir>/<name>/metrics.csv, hparams.yaml), except that a run
+    writing where one already did (a resumed run) appends to its metrics.csv."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_loggers(cfg: DictConfig | None) -> Logger | list[Logger] | bool:

@@ -40,6 +40,7 @@ from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.methods.base import AdaptationMethod
 from dann.models.heads import mlp_head
+from dann.models.init import init_weights
 from dann.models.norm import (
     SOURCE,
     TARGET,
@@ -82,6 +83,8 @@ class DALightningModule(pl.LightningModule):
         self.method: AdaptationMethod = instantiate(
             method, in_features=width, num_classes=num_classes, _convert_="all"
         )
+        # backbone.init: he for the paper nets trained from scratch (dann/models/init.py)
+        init_weights((self.feature_extractor, self.classifier, self.method), backbone.get("init"))
         self.norm = {"mode": "joint", "eval_stats": "shared", "adabn_samples": None, **(norm or {})}
         # the prediction path only: the discriminators' normalisation is their own choice
         # (backbone.domain_head.norm), never per domain (see dann/models/heads.py)
@@ -90,6 +93,8 @@ class DALightningModule(pl.LightningModule):
             convert_batchnorm(part, self.norm["mode"], self.norm["eval_stats"])
         # empty: plain BatchNorm (or none), nothing to say
         self._norms = [m for part in prediction_path for m in domain_norms(part)]
+        # backbone.domain_head.norm=separate: the discriminators' rows are marked the same way
+        self._discriminator_norms = domain_norms(self.method)
         self.loss_options = {"label_smoothing": 0.0, "target_entropy": 0.0, **(loss or {})}
         # the target rows' logits in training: for the method, the entropy term, or the
         # classifier's BatchNorm statistics (which would otherwise see the source alone)
@@ -187,7 +192,7 @@ class DALightningModule(pl.LightningModule):
             "train/label_loss": label_loss.detach(),
             **{f"train/{k}": v.detach() for k, v in out.losses.items()},
             "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
-            "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            **_learning_rates(self.trainer.optimizers[0]),
             "train/progress": p,
         }
         # the training accuracies keep this step's predicted classes (argmax; logit > 0 for
@@ -210,8 +215,9 @@ class DALightningModule(pl.LightningModule):
         only it implements. Otherwise training_step steps the optimiser itself (`_optimize`),
         skipping the closure loop around it (about a dozen hook calls, a third of a millisecond
         of Python per step)."""
-        trainer = self._trainer
-        if trainer is None:
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer (yet)
             return True
         return (
             bool(trainer.gradient_clip_val)
@@ -260,6 +266,8 @@ class DALightningModule(pl.LightningModule):
         (source-only, the oracle: `forwards_target = False`) gets the target rows from an
         eval-mode forward without gradient, so no target image reaches a training-mode layer
         (BatchNorm statistics included); its domain classifier still sees them, detached."""
+        # the discriminators see source rows then target rows, whatever the method forwards
+        set_domains(self._discriminator_norms, split=len(x_s))
         if self.method.forwards_target:
             if self._norms:
                 set_domains(self._norms, split=len(x_s))
@@ -279,27 +287,31 @@ class DALightningModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """Per-step scalars reach the loggers every trainer.log_every_n_steps, at the steps
-        Lightning writes its own step metrics, written directly by Lightning's writer (same step
-        and `epoch`, one device sync for all of them): self.log costs about half a millisecond
-        of Python per value (Lightning moves its result state each call), several times a small
-        network's GPU step. At the last batch of an epoch (and under fast_dev_run) they go
-        through self.log instead, so callback_metrics end every epoch with its last step's
-        values, written by Lightning if that step is a logging step."""
+        Lightning writes its own step metrics, handed straight to the loggers as Lightning's
+        writer does (same step and `epoch`, one device sync for all of them; public API only,
+        see `_writes_step_metrics`): self.log costs about half a millisecond of Python per value
+        (Lightning moves its result state each call), several times a small network's GPU step.
+        At the last batch of an epoch (and under fast_dev_run) they go through self.log instead,
+        so callback_metrics end every epoch with its last step's values, written by Lightning if
+        that step is a logging step."""
         logs, self._step_logs = self._step_logs, None
         if not logs:
             return
         trainer = self.trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        writes = bool(getattr(connector, "should_update_logs", True))
-        if trainer.is_last_batch or trainer.fast_dev_run or not hasattr(connector, "log_metrics"):
+        if trainer.is_last_batch or trainer.fast_dev_run:
             # floats as CPU tensors: Lightning would copy each Python float to the GPU (a sync)
             logs = {
                 k: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float32)
                 for k, v in logs.items()
             }
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
-        elif writes and trainer.loggers and not _accumulating(trainer):
-            connector.log_metrics(_to_floats(logs))
+        elif trainer.loggers and _writes_step_metrics(trainer, batch_idx):
+            # what Lightning's own write does: every logger, at step global_step - 1 (the
+            # optimiser steps before this batch's), with the epoch, then saved
+            values = {**_to_floats(logs), "epoch": trainer.current_epoch}
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=trainer.global_step - 1)
+                logger.save()
 
     def on_train_epoch_end(self):
         self._update_train_accuracy()
@@ -406,11 +418,28 @@ class DALightningModule(pl.LightningModule):
         }
 
 
-def _accumulating(trainer: pl.Trainer) -> bool:
-    """Whether this batch only accumulates gradients (no optimiser step follows it): Lightning
-    writes no step metrics then, and neither does the module."""
-    should = getattr(trainer.fit_loop, "_should_accumulate", None)
-    return bool(should()) if should else False
+def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """`train/lr`: the schedule's base rate (the last parameter group: heads and other new
+    layers, at optimizer.optim.lr times the annealing); where the backbone's group trains at
+    another rate (backbone.lr_mult != 1), that one as `train/lr_backbone`."""
+    groups = optimizer.param_groups
+    rates = {"train/lr": groups[-1]["lr"]}
+    if len(groups) > 1 and groups[0]["lr"] != groups[-1]["lr"]:
+        rates["train/lr_backbone"] = groups[0]["lr"]
+    return rates
+
+
+def _writes_step_metrics(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether Lightning writes its step metrics after batch `batch_idx` (not the last of its
+    epoch): after every trainer.log_every_n_steps-th optimiser step, and when the run is
+    stopping; never after a batch that only accumulates gradients (Lightning steps the
+    optimiser after every accumulate_grad_batches-th batch of an epoch, and after its last).
+    Read from the trainer's public state; tests/test_performance.py and test_lean_step.py
+    check the steps written against Lightning's rule."""
+    every = trainer.log_every_n_steps
+    if not every or (batch_idx + 1) % trainer.accumulate_grad_batches:
+        return False
+    return trainer.global_step % every == 0 or trainer.should_stop
 
 
 def _to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:

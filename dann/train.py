@@ -12,6 +12,7 @@ composed by Hydra's compose API.
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -19,14 +20,17 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
-from dann.callbacks import EMA, ProgressBar
+from dann.callbacks import EMA, ModelSummary, ProgressBar
 from dann.callbacks.selection import SelectionValidators, format_report
 from dann.checkpoints import RunConfig, check_state_dict, load_checkpoint, resume_changes
 from dann.config_check import ORACLE_METRIC, validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import CheckpointError, ConfigError
+from dann.extras import print_config, run_tags, save_tags
 from dann.host import keep_freed_memory
+from dann.known_warnings import filter_known_warnings
 from dann.loggers import build_loggers, log_dir, log_metrics, log_summary
 from dann.module import DALightningModule
 from dann.precision import resolve as resolve_precision
@@ -47,6 +51,7 @@ NOT_HPARAMS = ("data_dir", "default_root_dir")  # where things are written, not 
 
 
 def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModule, pl.Trainer]:
+    filter_known_warnings()  # third-party messages that say nothing about the run
     if cfg.get("keep_host_memory", True):
         keep_freed_memory()  # process-wide, before the first training allocations (dann/host.py)
     method_cls = get_class(cfg.method._target_)
@@ -71,12 +76,16 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
     )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # an empty callback entry is off (callbacks/default.yaml: the opt-in analysis)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.optimizer.get("ema_decay"):
         callbacks.append(EMA(decay=cfg.optimizer.ema_decay))
     bars = [c for c in callbacks if isinstance(c, pl.callbacks.ProgressBar)]
     if cfg.trainer.get("enable_progress_bar", True) and not bars:
         callbacks.append(ProgressBar())
+    summaries = [c for c in callbacks if isinstance(c, pl.callbacks.ModelSummary)]
+    if cfg.trainer.get("enable_model_summary", True) is not False and not summaries:
+        callbacks.append(ModelSummary())  # without the FLOPs column Lightning cannot fill
     callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=True)))  # resume checks it
     # no checkpoint callback configured (callbacks=none): no checkpoint, not Lightning's default
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
@@ -86,6 +95,8 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         logger=build_loggers(cfg.get("logger")),
         callbacks=callbacks,
         deterministic=resolve_deterministic(cfg),
+        # the summary, if any, is in `callbacks` (else Lightning adds its own, or says it won't)
+        enable_model_summary=False,
         enable_checkpointing=checkpointing and cfg.trainer.get("enable_checkpointing", True),
     )
     return datamodule, module, trainer
@@ -111,8 +122,8 @@ def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:
         if existing:
             raise ConfigError(
                 f"{cfg.paths.output_dir} already holds a run ({existing[0].name}, ...): "
-                "resume it with ckpt_path=last, or start a new run in another directory "
-                "(leave hydra.run.dir at its default)"
+                "resume it with ckpt_path=last (its overrides: .hydra/overrides.yaml there), "
+                "or start a new run in another directory (leave hydra.run.dir at its default)"
             )
         return None
     if ckpt_path == "last":
@@ -143,8 +154,9 @@ def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
-    """The config groups that define a run, flattened for TensorBoard's HPARAMS tab."""
-    out = {"seed": cfg.seed, "selection": cfg.selection.metric}
+    """The config groups that define a run, flattened for TensorBoard's HPARAMS tab (with the
+    run's tags, comma-separated)."""
+    out = {"seed": cfg.seed, "selection": cfg.selection.metric, "tags": ",".join(run_tags(cfg))}
 
     def walk(prefix: str, node) -> None:
         if isinstance(node, dict):
@@ -156,6 +168,15 @@ def flat_hparams(cfg: DictConfig) -> dict:
     for group in HPARAM_GROUPS:
         walk(group, OmegaConf.to_container(cfg[group], resolve=True))
     return out
+
+
+def _checkpoint_to_test(cfg: DictConfig, module: DALightningModule) -> tuple[str, dict]:
+    """train=false: `ckpt_path`, checked against the model, and the validation metrics saved
+    with it."""
+    path = str(cfg.ckpt_path)
+    ckpt = load_checkpoint(path)
+    check_state_dict(module, ckpt["state_dict"], path)
+    return path, ckpt.get("val_metrics", {})
 
 
 def _selected_checkpoint(trainer: pl.Trainer, monitor: str) -> tuple[str | None, dict]:
@@ -170,16 +191,38 @@ def _selected_checkpoint(trainer: pl.Trainer, monitor: str) -> tuple[str | None,
 def run(cfg: DictConfig) -> dict[str, float | str | None]:
     """Train and test one configuration; returns the summary that is printed and logged."""
     validate(cfg)
+    train, test_ = cfg.get("train", True), cfg.get("test", True)
+    if not train and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "train=false: nothing trained, so test=true needs the checkpoint to test: "
+            "ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    tags = run_tags(cfg)
+    if rank_zero_only.rank == 0:  # once per run, not per DDP process
+        if (cfg.get("extras") or {}).get("print_config"):
+            print_config(cfg)
+        if tags:
+            save_tags(tags, cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
-    ckpt_path = resolve_ckpt_path(cfg, module)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-
     monitor = cfg.selection.metric
-    best_path, val_at_best = _selected_checkpoint(trainer, monitor)
-    per_loader = trainer.test(
-        module, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
-    )
+    if train:
+        ckpt_path = resolve_ckpt_path(cfg, module)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        best_path, val_at_best = _selected_checkpoint(trainer, monitor)
+    else:
+        best_path, val_at_best = _checkpoint_to_test(cfg, module)
+        # nothing trained, nothing to save (nor the tested run's checkpoint records to restore)
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+    per_loader = []
+    if test_:
+        log.info("testing %s on the test sets", best_path or "the final weights")
+        with warnings.catch_warnings():
+            if not train:  # Lightning asks for the tested run's checkpoint callbacks: none here
+                warnings.filterwarnings("ignore", "Be aware that when using `ckpt_path`")
+            per_loader = trainer.test(
+                module, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+            )
     test = {k: v for metrics in per_loader for k, v in metrics.items()}
     log_dirs = [d for d in map(log_dir, trainer.loggers) if d]  # before W&B closes its run
     summary = {
@@ -197,7 +240,13 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         return summary
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = {**summary, "dataset": cfg.dataset.get("name"), "selection": report, "history": history}
+    saved = {
+        **summary,
+        "dataset": cfg.dataset.get("name"),
+        "tags": tags,
+        "selection": report,
+        "history": history,
+    }
     (out_dir / "summary.json").write_text(json.dumps(saved, indent=2))
     if trainer.loggers:
         picked = {f"selection/{k}_target_acc": r["target_acc"] for k, r in report.items()}

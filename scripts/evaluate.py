@@ -1,8 +1,10 @@
 """Evaluate a checkpoint on a dataset pair: accuracy, per-class accuracy, confusion matrices.
 
-    python scripts/evaluate.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt
-    python scripts/evaluate.py ckpt=... dataset=mnist_to_usps split=val
-    python scripts/evaluate.py ckpt=<table or text run>.ckpt dataset.target=new.csv
+    python scripts/evaluate.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt
+    python scripts/evaluate.py ckpt_path=... dataset=mnist_to_usps split=val
+    python scripts/evaluate.py ckpt_path=<table or text run>.ckpt dataset.target=new.csv
+
+`ckpt_path` as in train.py; `ckpt=` is the same.
 
 The checkpoint is read with `torch.load(weights_only=True)` (tensors and plain types only: no
 code runs). The model is rebuilt from the hyper-parameters saved in it; images get the
@@ -35,12 +37,13 @@ from torchmetrics.classification import (  # noqa: E402
 )
 
 from dann.checkpoints import load_checkpoint  # noqa: E402
-from dann.config_check import dataset_arguments  # noqa: E402
+from dann.config_check import check_command_line, dataset_arguments  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
 from dann.data.registry import UNLABELLED  # noqa: E402
 from dann.errors import ConfigError, reported_as_exit  # noqa: E402
 from dann.inference import module_from_checkpoint  # noqa: E402
+from dann.run_dir import discard_refused_launch  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -120,14 +123,28 @@ def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with reported_as_exit():
+    with reported_as_exit(on_error=discard_refused_launch):  # no run dir left behind
         _evaluate(cfg)
 
 
+def checkpoint_argument(cfg: DictConfig) -> str:
+    """The checkpoint to evaluate: `ckpt_path=` (train.py's name) or its alias `ckpt=`."""
+    given = {k: str(cfg[k]) for k in ("ckpt_path", "ckpt") if cfg.get(k) is not None}
+    if not given:
+        raise ConfigError(
+            "ckpt_path= missing: for example, python scripts/evaluate.py "
+            "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"
+        )
+    if len(set(given.values())) > 1:
+        raise ConfigError(f"ckpt_path={given['ckpt_path']} and ckpt={given['ckpt']}: give one")
+    return next(iter(given.values()))
+
+
 def _evaluate(cfg: DictConfig) -> None:
-    ckpt = load_checkpoint(cfg.ckpt)
+    path = checkpoint_argument(cfg)
+    ckpt = load_checkpoint(path)
     hp = ckpt["hyper_parameters"]
-    module = module_from_checkpoint(ckpt, cfg.ckpt)
+    module = module_from_checkpoint(ckpt, path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device).eval()
 
@@ -163,11 +180,13 @@ def _evaluate(cfg: DictConfig) -> None:
             r["n"],
             per_class,
         )
-    report = {"checkpoint": str(cfg.ckpt), "dataset": datamodule.hparams.name, "split": cfg.split}
+    report = {"checkpoint": path, "dataset": datamodule.hparams.name, "split": cfg.split}
     (out / "metrics.json").write_text(json.dumps({**report, **results}, indent=2) + "\n")
     log.info("wrote %s and confusion_{source,target}.png", out / "metrics.json")
 
 
 if __name__ == "__main__":
     sys.argv[1:] = checkpoint_pair_overrides(sys.argv[1:])
+    with reported_as_exit():
+        check_command_line("evaluate", sys.argv[1:])  # a misspelt key, before Hydra's advice
     main()

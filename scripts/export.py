@@ -30,6 +30,7 @@ onnxscript: torch.onnx's default dynamo exporter; onnxruntime: the check).
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -39,8 +40,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from dann.config_check import check_command_line, check_required
 from dann.errors import ConfigError, reported_as_exit
 from dann.inference import ExportedClassifier, ParityError, Predictor, load_predictor, publish
+from dann.run_dir import discard_refused_launch
 
 log = logging.getLogger("export")
 
@@ -50,11 +53,12 @@ TRACE_BATCH = 2  # the example batch the model is traced with (the batch dimensi
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
-    with reported_as_exit():
+    with reported_as_exit(on_error=discard_refused_launch):  # no run dir left behind
         export(cfg)
 
 
 def export(cfg: DictConfig) -> Path:
+    check_required(cfg, "python scripts/export.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt")
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -237,4 +241,6 @@ def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, di
 
 
 if __name__ == "__main__":
+    with reported_as_exit():
+        check_command_line("export", sys.argv[1:])  # a misspelt key, before Hydra's advice
     main()

@@ -25,36 +25,50 @@ leaves no partial CSV. A missing or bad checkpoint
 or input is an error message and exit status 2.
 """
 
+from __future__ import annotations
+
 import csv
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from dann.data.folders import _image_files
-from dann.data.userfiles import npz_with_x
+from dann.config_check import check_command_line, check_required
 from dann.errors import DannError, DataError, InvalidDataError, reported_as_exit
-from dann.inference import Predictor, images_from_array, load_predictor, publish
+from dann.run_dir import discard_refused_launch
+
+if TYPE_CHECKING:
+    import torch
+
+    from dann.inference import Predictor
+
+# torch, Lightning and the model code are imported where they are used: `--help` stays fast
 
 log = logging.getLogger("predict")
+USAGE = "python scripts/predict.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt input=photos/"
 
 READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for unreadable images
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with reported_as_exit():
+    with reported_as_exit(on_error=discard_refused_launch):  # no run dir left behind
         predict(cfg)
 
 
 def predict(cfg: DictConfig) -> None:
+    check_required(cfg, USAGE)
+    from dann.data.folders import IMG_EXTENSIONS, _image_files
+    from dann.inference import load_predictor
+
     if int(cfg.batch_size) < 1:
         raise InvalidDataError(f"batch_size={cfg.batch_size}: must be 1 or more")
     source = Path(str(cfg.input))
@@ -81,6 +95,12 @@ def predict(cfg: DictConfig) -> None:
                 f"{cfg.ckpt} takes feature vectors ({predictor.hparams.name}), not images: "
                 "pass input=<file>.npz holding an array x of shape (N, F)"
             )
+        if source.is_file() and source.suffix.lower() not in IMG_EXTENSIONS:
+            raise InvalidDataError(
+                f"{cfg.ckpt} takes images ({predictor.hparams.name}) and input={source} is not "
+                "an image file: pass an image, a folder of images or an .npz holding an array x "
+                "of images"
+            )
         batches, total = image_batches(predictor, files, int(cfg.batch_size), skipped), len(files)
     n = write_csv(output, predictor, batches, total)
     for path, reason in skipped:
@@ -105,6 +125,7 @@ def image_batches(
     predictor: Predictor, files: list[Path], batch_size: int, skipped: list
 ) -> Iterator[tuple[list[str], torch.Tensor | None, int]]:
     """(names, pixels, inputs consumed) per batch of files; unreadable files go to `skipped`."""
+    import torch
     from PIL import Image
 
     for i in range(0, len(files), batch_size):
@@ -138,6 +159,11 @@ def rows_batches(x, source: Path, batch_size: int, prepare):
 
 def npz_batches(predictor: Predictor, source: Path, batch_size: int):
     """Batches of the .npz array `x` (checked whole first), and its length."""
+    import torch
+
+    from dann.data.userfiles import npz_with_x
+    from dann.inference import images_from_array
+
     x = npz_with_x(source, "predict.py reads the inputs from its array x")["x"]
     if predictor.is_image:
         images = images_from_array(x, str(source))
@@ -167,6 +193,8 @@ def npz_batches(predictor: Predictor, source: Path, batch_size: int):
 def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
     """Predict every batch into a temporary CSV, renamed to `output` once complete (none is
     left if nothing was predicted); returns the number of rows."""
+    from dann.inference import publish
+
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     rows = 0
@@ -214,4 +242,6 @@ def run_model(predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
 
 
 if __name__ == "__main__":
+    with reported_as_exit():
+        check_command_line("predict", sys.argv[1:])  # a misspelt key, before Hydra's advice
     main()

@@ -34,7 +34,12 @@ CASES = {
     ),
     "unknown_backbone": (["backbone=lenet9"], 1, ["backbone/lenet9", "lenet_dann"]),
     "unknown_method": (["method=dan"], 1, ["method/dan", "dann", "cdan"]),
-    "key_typo": (["trainer.max_epoch=3"], 1, ["max_epoch", "not in struct"]),
+    # a misspelt existing key: the closest key, never Hydra's "use +trainer.max_epoch=3"
+    "key_typo": (
+        ["trainer.max_epoch=3"],
+        2,
+        ["unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"],
+    ),
     "plus_key_typo": (
         ["+trainer.max_epoch=3"],
         2,
@@ -151,3 +156,4 @@ def test_bad_input_fails_with_a_clear_message(bad_files, data_dir, tmp_path, cap
         assert text in stderr, f"{text!r} not in:\n{stderr[-2000:]}"
     if status == 2:  # dann's own errors: the message, not a stack trace
         assert "Traceback" not in stderr
+    assert "+trainer.max_epoch" not in stderr  # no advice to add a misspelt key

@@ -80,6 +80,84 @@ def test_progress_bar_redraws_at_most_once_per_interval_and_at_the_end(monkeypat
     assert not bar._should_update(6, 6)
 
 
+def test_the_module_reads_no_private_lightning_attribute():
+    """Lightning's private attributes (`trainer._logger_connector`, `fit_loop._should_accumulate`,
+    `LightningModule._trainer`) change between releases without notice: the module uses its
+    public API only."""
+    import ast
+    import inspect
+
+    import dann.module
+
+    lightning_own = set(dir(pl.LightningModule)) | set(vars(pl.LightningModule()))
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(dann.module))):
+        if isinstance(node, ast.Attribute):
+            owner, name = ast.unparse(node.value), node.attr
+        elif (  # getattr(x, "_name"), hasattr(...)
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            owner, name = ast.unparse(node.args[0]), str(node.args[1].value)
+        else:
+            continue
+        if not name.startswith("_") or name.startswith("__"):
+            continue
+        if owner == "self" and name not in lightning_own:
+            continue  # the module's own
+        if owner.split(".")[0] in ("nn", "torch"):
+            continue  # torch's (nn.modules.batchnorm._BatchNorm)
+        found.add(f"{owner}.{name}")
+    assert not found, sorted(found)
+
+
+class LightningProbe(pl.Callback):
+    """Logs a value through Lightning's own step logging (self.log, on_step) after every batch:
+    the steps Lightning writes it at are the steps its rule picks."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.log("probe", float(batch_idx), on_step=True, on_epoch=False, batch_size=1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.limit_train_batches=7", "trainer.log_every_n_steps=3"],
+        ["trainer.limit_train_batches=7", "trainer.log_every_n_steps=2", "trainer.max_steps=5"],
+        [
+            "trainer.limit_train_batches=12",
+            "trainer.log_every_n_steps=2",
+            "trainer.accumulate_grad_batches=2",
+        ],
+    ],
+    ids=["every-3", "stopped-by-max-steps", "accumulating"],
+)
+def test_step_scalars_are_written_at_the_steps_lightning_writes_its_own(make_cfg, overrides):
+    """The module hands its step scalars to the loggers itself (public API), at the steps it
+    computes Lightning would write them: pinned against Lightning's own writes."""
+    from conftest import logged_scalars
+
+    from dann.train import run
+
+    summary = run(
+        make_cfg(
+            "callbacks=none",
+            "+callbacks.probe._target_=test_lean_step.LightningProbe",
+            "trainer.max_epochs=2",
+            "trainer.limit_val_batches=0",
+            "trainer.limit_test_batches=1",
+            *overrides,
+        )
+    )
+    written = logged_scalars(summary["log_dir"])
+    assert len(written["probe"]) >= 2
+    for tag in ("train/loss", "train/lr", "train/lambda", "train/progress"):
+        assert sorted(written[tag]) == sorted(written["probe"]), tag
+    assert set(written["probe"]) <= set(written["epoch"])  # with the epoch, as Lightning's
+
+
 def test_step_scalars_are_written_once_per_logging_step_under_gradient_accumulation(make_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

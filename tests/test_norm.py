@@ -175,8 +175,8 @@ def test_a_batchnorm_discriminator_normalises_the_mixed_batch_jointly(make_cfg):
     torch.testing.assert_close(normalised[:8] - normalised[8:], expected * bn.weight)
     d = module.method(features, None, 8, 1.0).domain_logits  # the training call, behind the GRL
     assert (d[:8] - d[8:]).abs().max() > 1e-3  # the shift reaches the domain logits
-    with pytest.raises(ConfigError, match="choose one of none, batch"):
-        DANN(5, 3, norm="separate")
+    with pytest.raises(ConfigError, match="choose one of none, batch, separate"):
+        DANN(5, 3, norm="domain_specific")
     assert isinstance(DANN(5, 3, batch_norm=True).discriminator[1], nn.BatchNorm1d)  # old name
     with pytest.raises(ConfigError, match="disagree"):
         DANN(5, 3, norm="none", batch_norm=True)
@@ -189,6 +189,30 @@ class _Batches:
         torch.manual_seed(1)
         shift = 0.0 if domain == "source" else 2.0
         return [torch.rand(16, 3, 28, 28) + shift for _ in range(2)]
+
+
+def test_a_separate_discriminator_standardises_each_domain_with_shared_parameters(make_cfg):
+    """backbone.domain_head.norm=separate: per-domain statistics, one set of affine parameters
+    (never one per domain), and the module marks the discriminator's rows in every training
+    step, for source-only too (its discriminator sees both domains' features)."""
+    for method in ("dann", "source_only"):
+        _, module, _ = build(
+            make_cfg(*BN_NET[:3], f"method={method}", "backbone.domain_head.norm=separate")
+        )
+        norms = domain_norms(module.method)
+        assert len(norms) == 1 and norms[0].weight.shape == (1, 100)  # [100]: shared, not (2, 100)
+        module.train()
+        x_s, x_t = torch.rand(6, 3, 28, 28), torch.rand(10, 3, 28, 28)
+        module._forward_training_batch(x_s, x_t)
+        assert norms[0].split == 6
+    torch.manual_seed(0)
+    f = torch.randn(8, module.feature_extractor.out_features)
+    head = module.method.discriminator
+    hidden = head[0](torch.cat([f + 3.0, f]))
+    set_domains(norms, split=8)
+    normalised = head[1](hidden)
+    # each half standardised on its own: the constant shift is gone
+    torch.testing.assert_close(normalised[:8], normalised[8:], atol=1e-4, rtol=1e-4)
 
 
 def test_adabn_re_estimates_the_prediction_path_and_leaves_the_discriminator_alone(make_cfg):

@@ -73,3 +73,33 @@ def test_backbone_lr_multiplier_scales_only_the_feature_extractor(make_cfg):
     assert len(backbone_group["params"]) == len(list(module.feature_extractor.parameters()))
     n_all = len(list(module.parameters()))
     assert len(backbone_group["params"]) + len(heads_group["params"]) == n_all
+
+
+@pytest.mark.parametrize("lr_mult", [0.1, 1.0])
+def test_logged_lr_is_the_base_rate_and_the_backbones_is_logged_apart(make_cfg, lr_mult):
+    from conftest import logged_scalars
+
+    from dann.train import run
+
+    summary = run(
+        make_cfg(
+            f"backbone.lr_mult={lr_mult}",
+            "callbacks=none",
+            "trainer.max_steps=4",
+            "trainer.limit_val_batches=0",
+            "trainer.limit_test_batches=1",
+            "trainer.log_every_n_steps=1",
+        )
+    )
+    logged = logged_scalars(summary["log_dir"])
+    lr, base = logged["train/lr"], 0.01  # optimizer.optim.lr of the default sgd_paper
+    assert sorted(lr) == [0, 1, 2, 3]
+    for step, value in lr.items():  # the schedule's rate, without the backbone multiplier
+        assert value == pytest.approx(base * schedules.lr_annealing(step / 4), rel=1e-6)
+    if lr_mult == 1.0:
+        assert "train/lr_backbone" not in logged  # one rate: nothing to tell apart
+    else:
+        backbone = logged["train/lr_backbone"]
+        assert backbone.keys() == lr.keys()
+        for step in lr:
+            assert backbone[step] == pytest.approx(lr_mult * lr[step], rel=1e-6)

@@ -10,7 +10,13 @@
 All work on rank 0 only and need a logger: under Lightning's `fast_dev_run` they skip. PAD goes
 to every logger; figures to those that store them (dann/loggers.py); the projector and the
 layout are TensorBoard's only. What a run's loggers cannot take is skipped with one info line.
+PAD and t-SNE cost more than a short run's training: they are opt-in (`callbacks=analysis`),
+and each measurement logs a line when it starts and when it is done, so the end of a run is
+never a silent wait.
 """
+
+import logging
+import time
 
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
@@ -19,9 +25,13 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from dann.analysis import MIN_PAD_SAMPLES, extract, proxy_a_distance, tsne_figure
 from dann.loggers import figure_loggers, log_figure, log_metrics, tensorboard
 
+log = logging.getLogger(__name__)
+
 
 class _AtStartEveryAndEnd(pl.Callback):
     """Calls `measure` at train start, every `every_n_epochs` epochs and at train end."""
+
+    what = "analysis"  # named in the log lines
 
     def __init__(self, every_n_epochs: int | None, max_samples: int, seed: int):
         self.every_n_epochs = every_n_epochs
@@ -32,7 +42,7 @@ class _AtStartEveryAndEnd(pl.Callback):
     def measure(self, trainer, pl_module, at_start: bool) -> None:
         raise NotImplementedError
 
-    def _maybe(self, trainer, pl_module, at_start: bool = False) -> None:
+    def _maybe(self, trainer, pl_module, at_start: bool = False, when: str = "") -> None:
         if (
             trainer.logger is None
             or trainer.fast_dev_run
@@ -41,11 +51,15 @@ class _AtStartEveryAndEnd(pl.Callback):
         ):
             return
         self._last_step = trainer.global_step
+        when = when or f"after epoch {trainer.current_epoch}"
+        log.info("%s %s (up to %d samples per domain) ...", self.what, when, self.max_samples)
+        start = time.perf_counter()
         self.measure(trainer, pl_module, at_start)
+        log.info("%s %s: done in %.1f s", self.what, when, time.perf_counter() - start)
 
     @rank_zero_only
     def on_train_start(self, trainer, pl_module) -> None:
-        self._maybe(trainer, pl_module, at_start=True)
+        self._maybe(trainer, pl_module, at_start=True, when="at the start of training")
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -54,10 +68,12 @@ class _AtStartEveryAndEnd(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
-        self._maybe(trainer, pl_module)
+        self._maybe(trainer, pl_module, when="at the end of training")
 
 
 class ProxyADistance(_AtStartEveryAndEnd):
+    what = "proxy A-distance"
+
     def __init__(self, every_n_epochs: int | None = 10, max_samples: int = 1000, seed: int = 0):
         super().__init__(every_n_epochs, max_samples, seed)
 
@@ -81,6 +97,8 @@ class ProxyADistance(_AtStartEveryAndEnd):
 
 
 class FeatureTSNE(_AtStartEveryAndEnd):
+    what = "t-SNE figure"
+
     def __init__(self, max_samples: int = 500, projector: bool = False, seed: int = 0):
         super().__init__(None, max_samples, seed)
         self.projector = projector

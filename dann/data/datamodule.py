@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from dann.data.download import fetch
 from dann.data.registry import UNLABELLED, DomainData, PairData, PairSpec, Split, get_pair
@@ -76,7 +76,9 @@ class InMemoryBatches:
     the same whatever else consumed random numbers. Under DDP each of `world_size` ranks takes
     every `world_size`-th index of that order (equal shards, whole batches). `progress` tells
     `state_dict` how many batches of this epoch the trainer has consumed (the fetcher
-    prefetches, so the iterator's own count would be one ahead)."""
+    prefetches, so the iterator's own count would be one ahead). `fixed`: the same order every
+    epoch and pass (Lightning's overfit_batches: the same first batches every epoch); it shows
+    Lightning a SequentialSampler, which that mode then leaves alone."""
 
     def __init__(
         self,
@@ -87,11 +89,14 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         progress=None,
+        fixed: bool = False,
     ):
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.progress = progress  # () -> (epoch, batches consumed, batches per epoch)
-        self.sampler = self  # Lightning calls `loader.sampler.set_epoch(epoch)` every epoch
+        self.fixed = fixed
+        # Lightning calls `loader.sampler.set_epoch(epoch)` every epoch
+        self.sampler = SequentialSampler(self) if fixed else self
         self.epoch, self._pass, self._skip = 0, 0, 0
 
     def __len__(self) -> int:
@@ -103,6 +108,8 @@ class InMemoryBatches:
 
     def order(self, epoch: int, pass_: int) -> torch.Tensor:
         """This rank's sample indices for pass `pass_` of `epoch` (whole batches only)."""
+        if self.fixed:
+            epoch, pass_ = 0, 0
         g = torch.Generator().manual_seed(hash((self.seed, epoch, pass_)) & 0x7FFF_FFFF)
         shard = torch.randperm(len(self.inputs), generator=g)[self.rank :: self.world_size]
         return shard[: len(self) * self.batch_size]
@@ -193,6 +200,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self._prepared: PairData | None = None  # loaded by prepare_data in this process
         self.mean: torch.Tensor | None = None  # normalize=pooled_mean
         self.scale: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # per domain
+        self._train_seed: int | None = None  # the run's seed, read by train_dataloader
         if isinstance(normalize, str) and normalize not in NORMALIZE:
             raise ConfigError(
                 f"dataset.normalize={normalize!r}: choose {' or '.join(NORMALIZE)}, or give "
@@ -276,11 +284,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         if self._prepared is None:
             self._prepared = self.loader(self.spec)
         pair = self._prepared
-        inputs = pair.source.train.inputs
-        found = {
-            "input_size": pair.input_size or int(inputs.shape[-1]),
-            "num_classes": pair.num_classes,
-        }
+        found = {"num_classes": pair.num_classes}
+        if "input_size" in wanted:  # feature pairs: held as tensors (image folders are files)
+            found["input_size"] = pair.input_size or int(pair.source.train.inputs.shape[-1])
         for key in wanted:  # both: Lightning logs the initial ones, checkpoints the current
             self.hparams[key] = self._hparams_initial[key] = found[key]
         return {k: found[k] for k in wanted}
@@ -308,9 +314,16 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             drop_last=train,
             collate_fn=collate,
             num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
+            # pinned host memory only speeds copies to an accelerator: without one, torch warns
+            pin_memory=self.hparams.pin_memory and self._copies_to_accelerator(),
             persistent_workers=workers > 0,
         )
+
+    def _copies_to_accelerator(self) -> bool:
+        """Whether batches go to an accelerator: the trainer's device, else whether CUDA exists."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device.type != "cpu"
+        return torch.cuda.is_available()
 
     def _train_loader(self, split: Split | Dataset, labels: bool, seed: int):
         if not isinstance(split, Split):
@@ -327,6 +340,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             progress=self._progress if trainer else None,
+            fixed=bool(trainer and trainer.overfit_batches),  # debug=overfit: the same batches
         )
 
     def _progress(self) -> tuple[int, int, int]:
@@ -339,6 +353,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         src, tgt = self.data.source.train, self.data.target.train
         labelled = tgt if self.hparams.train_on_target_labels else src
         seed = torch.initial_seed()  # the run's seed (seed_everything), the same on every rank
+        self._train_seed = seed
         return CombinedLoader(
             {
                 "source": self._train_loader(labelled, labels=True, seed=seed),
@@ -399,14 +414,14 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             self.mean = self.mean.to(x.device)
         return x.sub_(self.mean)
 
-    def _prepare(self, data, domain: str, train: bool = False):
+    def _prepare(self, data, domain: str, train: bool = False, generator=None):
         """Normalise the uint8 images in `data` (a tensor or a tuple) as `domain`'s; training
-        batches are also augmented."""
+        batches are also augmented (shifts drawn from `generator`, else the global RNG)."""
 
         def image(t: torch.Tensor) -> torch.Tensor:
             x = self.normalize(t, domain)
             if train and self.hparams.augment_shift:
-                x = random_shift(x, self.hparams.augment_shift)
+                x = random_shift(x, self.hparams.augment_shift, generator)
             return x
 
         return apply_to_collection(
@@ -427,8 +442,23 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             # the target oracle's labelled stream holds target images
             labelled = "target" if self.hparams.train_on_target_labels else "source"
             domains = {"source": labelled, "target": "target"}
-            return {k: self._prepare(v, domains[k], train=True) for k, v in batch.items()}
+            g = self._augment_generator(batch["target"].device)
+            return {k: self._prepare(v, domains[k], True, g) for k, v in batch.items()}
         return self._prepare(batch, DOMAINS[dataloader_idx])
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator | None:
+        """The generator a training batch's augmentation draws from, seeded with (run seed,
+        rank, epoch, batch of the epoch): like the batch order, a pure function of the position
+        in the run, so a resumed run draws the shifts an uninterrupted one did. (The global RNG
+        is restored only when the first resumed batch starts, after its augmentation ran.)
+        None (the global RNG) without augmentation or outside `fit`."""
+        trainer = self.trainer
+        if not self.hparams.augment_shift or trainer is None or not trainer.training:
+            return None
+        epoch, consumed, _ = self._progress()
+        seed = torch.initial_seed() if self._train_seed is None else self._train_seed
+        key = hash((seed, trainer.global_rank, epoch, consumed)) & 0x7FFF_FFFF
+        return torch.Generator(device=device).manual_seed(key)
 
     def unlabelled_batches(self, domain: str, device: torch.device, max_samples: int | None):
         """`domain`'s training inputs, normalised, in order, in evaluation-sized batches (the
@@ -471,13 +501,17 @@ def _fixed_scale(values: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+def random_shift(
+    images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each image translated by its own random (dy, dx) in [-max_shift, max_shift], the border
-    repeated (one gather for the whole batch, on the images' device; the global RNG, which
-    checkpoints restore, draws the shifts)."""
+    repeated (one gather for the whole batch, on the images' device; `generator`, on that
+    device, or else the global RNG, draws the shifts)."""
     n, _, h, w = images.shape
     padded = F.pad(images, (max_shift,) * 4, mode="replicate")
-    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), device=images.device)
+    shifts = torch.randint(
+        0, 2 * max_shift + 1, (2, n, 1), device=images.device, generator=generator
+    )
     rows = torch.arange(h, device=images.device) + shifts[0]  # (n, h)
     cols = torch.arange(w, device=images.device) + shifts[1]  # (n, w)
     batch = torch.arange(n, device=images.device).view(n, 1, 1)

@@ -82,6 +82,26 @@ class PairSpec:
 
 PairLoader = Callable[[PairSpec], PairData]
 _PAIRS: dict[str, PairLoader] = {}
+# the modules that register pairs, imported on the first lookup (dann/data/__init__.py)
+PAIR_MODULES = (
+    "amazon",  # amazon_reviews
+    "folders",  # office31, folder, synsigns_to_gtsrb
+    "mnistm",  # mnist_to_mnistm
+    "sequences",  # sequences
+    "svhn",  # svhn_to_mnist
+    "syndigits",  # syndigits_to_svhn
+    "table",  # table
+    "text",  # text
+    "toy",  # moons
+    "usps",  # mnist_to_usps, usps_to_mnist, *_digits
+)
+
+
+def _register_all() -> None:
+    import importlib
+
+    for module in PAIR_MODULES:
+        importlib.import_module(f"dann.data.{module}")
 
 
 def register_pair(name: str) -> Callable[[PairLoader], PairLoader]:
@@ -95,10 +115,12 @@ def register_pair(name: str) -> Callable[[PairLoader], PairLoader]:
 
 
 def available_pairs() -> list[str]:
+    _register_all()
     return sorted(_PAIRS)
 
 
 def get_pair(name: str) -> PairLoader:
+    _register_all()
     if name not in _PAIRS:
         choices = ", ".join(available_pairs())
         raise ConfigError(f"unknown dataset pair {name!r}; valid choices: {choices}")

@@ -21,7 +21,11 @@ from here; BSDS500, SynDigits and SynSigns have no published checksum: accepted 
 that gives the sha256 of what arrived, to be recorded here once confirmed.
 """
 
+import ast
 import functools
+from importlib.util import find_spec
+from pathlib import Path
+from types import SimpleNamespace
 
 from dann.data.download import RemoteFile, Source
 from dann.errors import ConfigError
@@ -55,10 +59,35 @@ GDRIVE_SYNDIGITS = (
 DROPBOX_SYNSIGNS = "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1"
 
 
+def _torchvision_tables() -> tuple:
+    """torchvision's MNIST, SVHN and USPS classes, or just their tables (MNIST.resources and
+    .mirrors, SVHN.split_list, USPS.split_list) read from the installed torchvision's source
+    as literals, without importing it (torch: seconds, for `download.py --list`)."""
+    wanted = {"mnist": ("MNIST", "resources", "mirrors"), "svhn": ("SVHN", "split_list")}
+    wanted["usps"] = ("USPS", "split_list")
+    try:
+        datasets = Path(find_spec("torchvision").origin).parent / "datasets"
+        tables = []
+        for module, (cls, *names) in wanted.items():
+            tree = ast.parse((datasets / f"{module}.py").read_text())
+            body = next(n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+            values = {
+                a.targets[0].id: a.value
+                for a in body
+                if isinstance(a, ast.Assign) and isinstance(a.targets[0], ast.Name)
+            }
+            tables.append(SimpleNamespace(**{n: ast.literal_eval(values[n]) for n in names}))
+        return tuple(tables)
+    except (AttributeError, OSError, StopIteration, KeyError, ValueError, SyntaxError):
+        from torchvision.datasets import MNIST, SVHN, USPS  # the tables written differently
+
+        return MNIST, SVHN, USPS
+
+
 @functools.cache
 def all_sources() -> dict[str, Source]:
     """name -> Source, built from the installed torchvision's tables on first use."""
-    from torchvision.datasets import MNIST, SVHN, USPS
+    MNIST, SVHN, USPS = _torchvision_tables()  # noqa: N806 (torchvision's class names)
 
     svhn_files, svhn_url = _split_list(SVHN.split_list, ("train", "test"))
     usps_files, usps_url = _split_list(USPS.split_list, ("train", "test"))

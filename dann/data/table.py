@@ -17,6 +17,7 @@ Bad files (missing, empty, no such label column, NaN/inf, different feature colu
 errors naming the file and the fix, raised before any training.
 """
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -80,6 +81,11 @@ def read_table(file: Path, label: str):
     return frame.drop(columns=[label]), frame[label].to_numpy()
 
 
+def _did_you_mean(label: str, frame) -> str:
+    close = difflib.get_close_matches(label, [str(c) for c in frame.columns], n=1, cutoff=0.6)
+    return f" (did you mean dataset.label={close[0]}?)" if close else ""
+
+
 def check_label_column(frame, labels, file: Path, label: str, domain: str) -> None:
     if labels is None:
         if domain == "source":
@@ -87,8 +93,9 @@ def check_label_column(frame, labels, file: Path, label: str, domain: str) -> No
             raise InvalidDataError(
                 f"{file} has no array 'y' (the labels)"
                 if is_npz
-                else f"dataset.label={label}: {file} has no such column; its columns: "
-                f"{_names(frame.columns, 50)}. Set dataset.label=<the label column>"
+                else f"dataset.label={label}: {file} has no such column"
+                f"{_did_you_mean(label, frame)}; its columns: {_names(frame.columns, 50)}. "
+                "Set dataset.label=<the label column>"
             )
         return
     missing = np.flatnonzero(pandas().isna(labels))

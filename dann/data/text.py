@@ -17,6 +17,7 @@
 - Labels, splits, the unlabelled target and the errors as `table` (dann/data/userfiles.py).
 """
 
+import difflib
 import json
 import logging
 from pathlib import Path
@@ -91,9 +92,11 @@ def read_texts(file: Path, text_column: str, label: str, domain: str):
         )
     if label not in frame.columns:
         if domain == "source":
+            close = difflib.get_close_matches(label, [str(c) for c in frame.columns], n=1)
+            hint = f" (did you mean dataset.label={close[0]}?)" if close else ""
             raise InvalidDataError(
-                f"dataset.label={label}: {file} has no such column; its columns: {columns}. "
-                "Set dataset.label=<the label column>"
+                f"dataset.label={label}: {file} has no such column{hint}; its columns: "
+                f"{columns}. Set dataset.label=<the label column>"
             )
         return texts.astype(str).tolist(), None
     labels = frame[label]

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from dann.errors import ConfigError
+from dann.models.norm import convert_batchnorm
 
 
 def mlp_blocks(
@@ -47,7 +48,7 @@ def mlp_head(
     return nn.Sequential(*layers, nn.Linear(width, out_features))
 
 
-DISCRIMINATOR_NORMS = ("none", "batch")
+DISCRIMINATOR_NORMS = ("none", "batch", "separate")
 
 
 def discriminator_head(
@@ -66,9 +67,16 @@ def discriminator_head(
       batch it is given, the source and target rows together, with one set of statistics and one
       set of affine parameters, so a shift between the domains stays visible to it; evaluation
       uses its running statistics.
+    - `separate`: the same layers, but in training the source rows and the target rows are each
+      standardised with their own batch statistics before the shared affine parameters (one set
+      of running statistics for evaluation). Each hidden unit's per-domain mean and variance are
+      hidden from the discriminator: it has to tell the domains apart by what standardisation
+      leaves (how the units co-vary, the shape of their distributions), so the reversed gradient
+      aligns that. A trade-off, chosen by measurement (README, Results), not a default.
 
-    Never per-domain parameters or per-domain statistics: the discriminator must read the domain
-    from the features, not from its own layers. `batch_norm` is the former boolean spelling
+    Never per-domain parameters: a discriminator with its own bias per domain could tell the
+    domains apart without reading the features, and the reversed gradient would mean nothing.
+    `batch_norm` is the former boolean spelling
     (true = `batch`, false = `none`), still accepted for older checkpoints' hyper-parameters."""
     if batch_norm is not None:
         alias = "batch" if batch_norm else "none"
@@ -84,4 +92,7 @@ def discriminator_head(
             f"backbone.domain_head.norm={norm!r} (the discriminator's normalisation): choose one "
             f"of {', '.join(DISCRIMINATOR_NORMS)}; the discriminator never normalises per domain"
         )
-    return mlp_head(in_features, hidden, out_features, dropout, batch_norm=norm == "batch")
+    head = mlp_head(in_features, hidden, out_features, dropout, batch_norm=norm != "none")
+    if norm == "separate":  # rows marked source / target by the module (set_domains)
+        convert_batchnorm(head, "separate", "shared")
+    return head
