@@ -86,6 +86,72 @@ def target_acc_by_method(make_cfg, tmp_path: Path, data: list[str], seed: int) -
     return acc
 
 
+def run_keeping_model(cfg: DictConfig):
+    """dann.train.run(cfg) -> (summary, datamodule, module, trainer) it built; the module holds
+    the weights the run tested."""
+    from unittest import mock
+
+    import dann.train
+
+    build, built = dann.train.build, []
+
+    def keep(c: DictConfig):
+        built.append(build(c))
+        return built[-1]
+
+    with mock.patch.object(dann.train, "build", keep):
+        summary = dann.train.run(cfg)
+    return summary, *built[0]
+
+
+def run_and_recount(cfg: DictConfig) -> tuple[dict, dict]:
+    """dann.train.run(cfg)'s summary, and its test accuracies recounted here, apart from the
+    module's metrics ({"test/source_acc": ..., "test/target_acc": ...}, see `recount_accuracy`):
+    on the batches the run's trainer.test saw, with the weights it tested."""
+    summary, datamodule, module, trainer = run_keeping_model(cfg)
+    return summary, recount_tested(datamodule, module, trainer)
+
+
+def recount_tested(datamodule, module, trainer) -> dict[str, float | None]:
+    """{"test/<domain>_acc": accuracy} recounted on the batches trainer.test saw."""
+    recount = recount_accuracy(module, datamodule, "test", trainer.num_test_batches)
+    return {f"test/{domain}_acc": acc for domain, acc in recount.items()}
+
+
+def module_from_checkpoint(ckpt: dict):
+    """The DALightningModule a loaded checkpoint (dict) holds, in eval mode."""
+    from dann.module import DALightningModule
+
+    module = DALightningModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+def recount_accuracy(module, datamodule, split: str, batches=None) -> dict[str, float | None]:
+    """Each domain's accuracy on `split` counted by hand: the first batches[i] batches of loader
+    i (source, target; default all), preprocessed by the datamodule as evaluation is, predicted
+    as argmax of module(x, domain), compared with the labels; None where a domain has no labels."""
+    import torch
+
+    loaders = getattr(datamodule, f"{split}_dataloader")()
+    module.eval()
+    out = {}
+    with torch.no_grad():
+        for index, (domain, loader) in enumerate(zip(("source", "target"), loaders, strict=True)):
+            right = seen = 0
+            labelled = True
+            for i, batch in enumerate(loader):
+                if batches is not None and i >= batches[index]:
+                    break
+                x, y = datamodule.on_after_batch_transfer(batch, index)
+                right += int((module(x, index).argmax(dim=1) == y).sum())
+                seen += len(y)
+                labelled &= bool((y >= 0).all())  # UNLABELLED is -1
+            assert seen > 0, f"no {split} batch of the {domain} domain"
+            out[domain] = right / seen if labelled else None
+    return out
+
+
 def load_script(name: str):
     """scripts/<name>.py as a module (scripts/ is not a package)."""
     import importlib.util

@@ -62,6 +62,7 @@ def test_cli_run_logs_all_metrics_and_hparams(tmp_path, data_dir):
     # fast_dev_run disables loggers in Lightning, so a tiny real run is used to check the logs
     out = tmp_path / "run"
     proc = train_py(
+        "callbacks=analysis",  # the opt-in PAD and t-SNE too
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=1",

@@ -42,8 +42,6 @@ FAST = [
     "trainer.limit_test_batches=1",
     "dataset.train_size=100",
     "dataset.eval_size=100",
-    "callbacks.feature_tsne.max_samples=20",
-    "callbacks.proxy_a_distance.max_samples=50",
     "callbacks.selection_validators.max_samples=50",
 ]
 

@@ -1,5 +1,5 @@
 """`dann` as a library: every name in `dann.__all__` imports, `import dann` stays light, and the
-README's "Use the GRL in your own model" code runs as written and does what it says."""
+"Use the GRL in your own model" code (docs/methods.md) runs as written and does what it says."""
 
 import re
 import subprocess
@@ -12,15 +12,15 @@ import torch.nn.functional as F
 
 import dann
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-HEADING = "### Use the GRL in your own model"
+README = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+HEADING = "## Use the GRL in your own model"
 
 
 def readme_blocks() -> list[str]:
     """The python code blocks under HEADING, up to the next heading."""
     text = README.read_text()
     assert HEADING in text, f"README has no section {HEADING!r}"
-    section = re.split(r"\n#{1,3} ", text.split(HEADING, 1)[1])[0]
+    section = re.split(r"\n#{1,2} ", text.split(HEADING, 1)[1])[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
 
 

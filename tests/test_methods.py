@@ -7,20 +7,21 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_and_recount
 from torch import nn
 
 from dann.methods import CDAN, DAAN, TargetOracle
 from dann.methods.base import domain_targets
 from dann.methods.cdan import MultilinearMap, RandomizedMultilinearMap, entropy_weights
 from dann.methods.daan import dynamic_factor
-from dann.train import build, run
+from dann.train import build
 
 
 @pytest.mark.parametrize("method", ["target_oracle", "daan", "cdan", "cdan_e"])
 def test_fast_dev_run(make_cfg, method):
-    summary = run(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
-    for key in ("test/source_acc", "test/target_acc"):
-        assert 0.0 <= summary[key] <= 1.0
+    summary, recount = run_and_recount(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
+    for key in ("test/source_acc", "test/target_acc"):  # what the tested weights score
+        assert summary[key] == pytest.approx(recount[key], abs=1e-6), key
 
 
 @pytest.mark.parametrize(
@@ -40,11 +41,64 @@ def test_method_loss_terms_reach_the_logs(make_cfg, method, logged):
             "trainer.limit_val_batches=1",
         )
     )
+    steps = _record_daan_steps(module) if method == "daan" else None
     trainer.fit(module, datamodule=datamodule)
     metrics = trainer.callback_metrics
     assert logged | {"train/label_loss", "train/lambda", "val/target_acc"} <= set(metrics)
-    if "train/omega" in logged:
-        assert 0.0 <= float(metrics["train/omega"]) <= 1.0
+    if method == "daan":
+        assert len(steps) == 3
+        # the epoch's omega: the paper's formula on the discriminators' answers of the 3 steps
+        omega = _paper_omega(steps)
+        assert omega != 0.5  # (0.5 is where it started: the check would say nothing)
+        assert float(metrics["train/omega"]) == pytest.approx(omega, abs=1e-6)
+        # the last step's losses, weighted by the omega of that epoch (the initial 0.5)
+        d_global, d_local, probs, t = steps[-1]
+        bce = F.binary_cross_entropy_with_logits
+        global_loss = 0.5 * bce(d_global, t)
+        local_loss = 0.5 * sum(bce(d_local[:, c], t) for c in range(d_local.shape[1]))
+        assert float(metrics["train/global_domain_loss"]) == pytest.approx(float(global_loss))
+        assert float(metrics["train/local_domain_loss"]) == pytest.approx(float(local_loss))
+
+
+def _record_daan_steps(module) -> list:
+    """Per training step of `module`'s DAAN: (global discriminator logits (N,), local ones
+    (N, C), class probabilities (N, C), domain targets (N,)), read with hooks on the layers."""
+    daan, steps, step = module.method, [], {}
+
+    def method_inputs(_, args):
+        features, logits, num_source, _lambda = args
+        t = torch.ones(len(features))
+        t[:num_source] = 0
+        step.update(probs=logits.detach().softmax(1), t=t, local=[])
+
+    def global_out(layer, _, out):
+        if layer.training:
+            step["global"] = out.detach()[:, 0]
+
+    def local_out(layer, _, out):
+        if layer.training:
+            step["local"].append(out.detach()[:, 0])
+            if len(step["local"]) == len(daan.local_discriminators):
+                local = torch.stack(step["local"], dim=1)
+                steps.append((step["global"], local, step["probs"], step["t"]))
+
+    daan.register_forward_pre_hook(method_inputs)
+    daan.discriminator.register_forward_hook(global_out)
+    for disc in daan.local_discriminators:
+        disc.register_forward_hook(local_out)
+    return steps
+
+
+def _paper_omega(steps) -> float:
+    """DAAN's omega = d_g / (d_g + mean_c d_c), d = 2 (1 - 2 error) clipped to [0, 2]; the local
+    error of class c counts each row with weight p_c (see dann/methods/daan.py)."""
+    d_global, d_local, probs, t = (torch.cat(parts) for parts in zip(*steps, strict=True))
+    error_global = ((d_global > 0).float() != t).float().mean()
+    wrong_local = ((d_local > 0).float() != t[:, None]).float()
+    error_local = (probs * wrong_local).sum(0) / probs.sum(0)
+    distance = lambda e: min(max(2 * (1 - 2 * float(e)), 0.0), 2.0)  # noqa: E731
+    d_g, d_l = distance(error_global), sum(map(distance, error_local)) / len(error_local)
+    return 0.5 if d_g + d_l == 0 else d_g / (d_g + d_l)
 
 
 def test_configs_build_the_named_methods(make_cfg):
@@ -79,9 +133,16 @@ def test_losses_present_and_finite(make_method, keys):
     features, logits = _batch()
     out = method(features, logits, num_source=3, lambda_=1.0)
     assert set(out.losses) == keys
-    assert all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
+    assert all(v.ndim == 0 for v in out.losses.values())
     assert out.domain_logits.shape == (6,)
     assert out.domain_targets.tolist() == [0, 0, 0, 1, 1, 1]
+    # the (global) domain loss is the BCE of the returned domain logits: plain for CDAN, times
+    # 1 - omega (0.5 at the start) for DAAN; CDAN+E's weighted loss is checked further down
+    bce = F.binary_cross_entropy_with_logits(out.domain_logits, out.domain_targets)
+    if isinstance(method, DAAN):
+        torch.testing.assert_close(out.losses["global_domain_loss"], 0.5 * bce)
+    elif not method.entropy_conditioning:
+        torch.testing.assert_close(out.losses["domain_loss"], bce)
     assert method.domain_logits(features, logits).shape == (6,)
 
 
@@ -99,9 +160,13 @@ def test_dynamic_factor_from_known_errors():
     assert dynamic_factor(torch.tensor(0.25), torch.tensor([0.0, 0.5])) == pytest.approx(0.5)
     # errors above chance are clipped to distance 0, never a negative omega
     assert dynamic_factor(torch.tensor(0.9), torch.tensor([0.4, 0.6])) == pytest.approx(0.0)
+    g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        omega = dynamic_factor(torch.rand(()), torch.rand(4))
-        assert 0.0 <= omega <= 1.0
+        e_global, e_local = torch.rand((), generator=g), torch.rand(4, generator=g)
+        d_g = min(max(2 * (1 - 2 * float(e_global)), 0.0), 2.0)
+        d_l = sum(min(max(2 * (1 - 2 * float(e)), 0.0), 2.0) for e in e_local) / 4
+        expected = 0.5 if d_g + d_l == 0 else d_g / (d_g + d_l)
+        assert dynamic_factor(e_global, e_local) == pytest.approx(expected)
 
 
 class _Fixed(nn.Module):

@@ -130,7 +130,7 @@ def _spy_build(monkeypatch) -> dict:
     def spy(cfg):
         datamodule, module, trainer = build(cfg)
         trainer.callbacks.append(KeepFitMetrics())
-        built.update(module=module, trainer=trainer)
+        built.update(datamodule=datamodule, module=module, trainer=trainer)
         return datamodule, module, trainer
 
     monkeypatch.setattr(dann.train, "build", spy)
@@ -138,11 +138,22 @@ def _spy_build(monkeypatch) -> dict:
 
 
 def _check_finite(summary: dict, built: dict) -> None:
+    """The run's test accuracies are what its weights score on the tested batches (recounted
+    under the run's autocast), and its logged training loss is finite and the sum of its
+    terms."""
+    from conftest import recount_tested
+
+    trainer = built["trainer"]
+    bf16 = trainer.precision == "bf16-mixed"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        recount = recount_tested(built["datamodule"], built["module"], trainer)
     for key in ("test/source_acc", "test/target_acc"):
-        assert 0.0 <= summary[key] <= 1.0, summary
-    logged = built["fit_metrics"]
+        assert summary[key] == pytest.approx(recount[key], abs=1e-6), (key, summary)
+    logged = {k: float(v) for k, v in built["fit_metrics"].items()}
     for key in ("train/loss", "train/label_loss", "train/domain_loss"):
-        assert math.isfinite(float(logged[key])), (key, logged[key])
+        assert math.isfinite(logged[key]), (key, logged[key])
+    total = logged["train/label_loss"] + logged["train/domain_loss"]
+    assert logged["train/loss"] == pytest.approx(total, rel=1e-3), logged
 
 
 FAST = ("trainer=cpu", "trainer.fast_dev_run=true", "callbacks=none", "dataset.eval_batch_size=64")

@@ -2,11 +2,10 @@
 per-domain input normalisation, shift augmentation, label smoothing and target entropy, heads
 with BatchNorm, the softmax domain head, the warm-start schedule, the presets."""
 
-import math
-
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dann.callbacks.averaging import ema_update
@@ -112,20 +111,52 @@ def test_training_batches_are_augmented_evaluation_batches_are_not(make_cfg):
     assert torch.equal(evaluated, datamodule.normalize(x, "source"))
 
 
-def test_loss_options_reach_the_logged_losses(make_cfg, tmp_path):
+def test_loss_options_reach_the_logged_losses(make_cfg):
+    """At every step, the logged label loss is F.cross_entropy(label_smoothing=0.1) of the
+    source rows' logits and the entropy term 0.3 times the mean entropy of the target rows'
+    predictions, recomputed here from the logits the classifier produced in that step."""
     from conftest import logged_scalars
 
-    run(
+    datamodule, module, trainer = build(
         make_cfg(
             *SHORT,
             "loss.target_entropy=0.3",
             "loss.label_smoothing=0.1",
             "trainer.log_every_n_steps=1",
+            "optimizer=adam",  # logits sharpen within steps: smoothing changes the loss more
         )
     )
-    logged = logged_scalars(tmp_path / "run" / "tensorboard")
-    entropy = list(logged["train/target_entropy"].values())
-    assert entropy and all(0 < v <= 0.3 * math.log(10) + 1e-4 for v in entropy)
+    steps = []  # per training step: [source labels, logits of the source + target rows]
+    training_step = module.training_step
+
+    def keep_labels(batch, batch_idx):
+        steps.append([batch["source"][1].clone(), None])
+        return training_step(batch, batch_idx)
+
+    def keep_logits(layer, _, out):
+        if layer.training:
+            steps[-1][1] = out.detach().clone()
+
+    module.training_step = keep_labels
+    module.classifier.register_forward_hook(keep_logits)
+    trainer.fit(module, datamodule=datamodule)
+    logged = logged_scalars(trainer.logger.log_dir)
+    assert len(steps) == 8 and sorted(logged["train/label_loss"]) == list(range(8))
+    smoothed, plain, entropy = [], [], []
+    for labels, logits in steps:
+        source, target = logits[: len(labels)], logits[len(labels) :]
+        assert len(target) == len(labels)
+        smoothed.append(float(F.cross_entropy(source, labels, label_smoothing=0.1)))
+        plain.append(float(F.cross_entropy(source, labels)))
+        p = target.softmax(dim=1)
+        entropy.append(0.3 * float(-(p * p.log()).sum(dim=1).mean()))
+    label_loss = [logged["train/label_loss"][step] for step in range(8)]
+    assert label_loss == pytest.approx(smoothed, abs=1e-6)
+    # and not the unsmoothed loss: that differs by far more than the tolerance once the
+    # predictions sharpen (near-uniform logits at the first step make the two almost equal)
+    assert max(abs(a - b) for a, b in zip(label_loss, plain, strict=True)) > 5e-4
+    target_entropy = [logged["train/target_entropy"][step] for step in range(8)]
+    assert target_entropy == pytest.approx(entropy, abs=1e-6)
 
 
 def test_heads_with_batchnorm_and_per_layer_dropout():

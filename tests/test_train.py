@@ -2,16 +2,19 @@
 
 import pytest
 import torch
+from conftest import recount_accuracy, recount_tested, run_and_recount, run_keeping_model
 
 from dann.module import DALightningModule
 from dann.train import run
 
+ACCURACIES = ("test/source_acc", "test/target_acc")
+
 
 @pytest.mark.parametrize("method", ["dann", "source_only"])
 def test_fast_dev_run(make_cfg, method):
-    summary = run(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
-    for key in ("test/source_acc", "test/target_acc"):
-        assert 0.0 <= summary[key] <= 1.0
+    summary, recount = run_and_recount(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
+    for key in ACCURACIES:  # the fraction of the tested batch the model classifies right
+        assert summary[key] == pytest.approx(recount[key], abs=1e-6), key
     assert summary["checkpoint"] is None  # fast_dev_run writes no checkpoints
 
 
@@ -22,12 +25,20 @@ def test_short_run_checkpoints_and_summarises(make_cfg, tmp_path):
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
     )
-    summary = run(cfg)
+    summary, datamodule, module, trainer = run_keeping_model(cfg)
     ckpt_dir = tmp_path / "run" / "checkpoints"
     assert (ckpt_dir / "last.ckpt").is_file()
     assert summary["checkpoint"].startswith(str(ckpt_dir))
-    assert 0.0 <= summary["selected_val/source_acc"] <= 1.0
-    assert 0.0 <= summary["selected_val/target_acc"] <= 1.0
+    # the selected checkpoint's validation accuracies are those of its weights on the one
+    # validation batch per domain, and the test accuracies those of the same weights
+    recount = recount_tested(datamodule, module, trainer)  # the weights trainer.test restored
+    best = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    val = recount_accuracy(module, datamodule, "val", batches=(1, 1))
+    assert summary["selected_val/source_acc"] == pytest.approx(val["source"], abs=1e-6)
+    assert summary["selected_val/target_acc"] == pytest.approx(val["target"], abs=1e-6)
+    for key in ACCURACIES:
+        assert summary[key] == pytest.approx(recount[key], abs=1e-6), key
     # our checkpoints are plain data: they load with weights_only=True and rebuild the module
     saved = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 8
