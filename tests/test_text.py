@@ -410,8 +410,8 @@ def test_amazon_without_files_says_where_to_put_them(tmp_path):
 
 
 def test_the_documented_12_pair_amazon_loop_runs_each_pair_once():
-    """docs/datasets.md's loop (with `echo` for python) asks for the 12 ordered pairs of different domains,
-    one sweep dir each, and nothing else (a same-domain pair would stop the multirun)."""
+    """docs/datasets.md's loop (with `echo` for python) asks for the 12 ordered pairs of different
+    domains, one sweep dir each, and nothing else (a same-domain pair would stop the multirun)."""
     readme = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
     loop = next(b for b in blocks if "for s in books" in b)
