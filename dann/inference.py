@@ -10,7 +10,8 @@ The model's input then comes from the same code paths as in training:
   model's channels and size by `adapt_images`, normalised by the datamodule
   (`on_after_batch_transfer`: / 255, minus the training mean, or standardised per domain);
 - images of folder pairs (office31, folder): the pair's evaluation transform
-  (`folder_transforms`: Resize + CenterCrop, then ToTensor + Normalize);
+  (`folder_transforms`: Resize + CenterCrop, then ToTensor + Normalize); their checkpoints
+  save the class names (the class folders), `Predictor.classes`;
 - feature checkpoints (moons, sines_shift): float arrays, passed through the datamodule as
   training batches are;
 - checkpoints of file pairs (table, sequences, text, amazon_reviews): a file in the pair's own
@@ -121,8 +122,15 @@ class Predictor:
 
     @property
     def classes(self) -> list | None:
-        """The original class labels (index k is class k) of file pairs, else None."""
+        """The original class labels (index k is class k) of file pairs, the class folder
+        names of folder pairs (office31, folder), else None (older checkpoints too)."""
         return list(self.fitted["classes"]) if self.fitted and "classes" in self.fitted else None
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether the inputs are files in the pair's own format, encoded with the fitted
+        preprocessing (tables, sequences, text, amazon_reviews), not images or arrays."""
+        return bool(self.fitted) and _file_pair(self.hparams.name) is not None
 
     @property
     def masked(self) -> bool:

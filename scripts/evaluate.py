@@ -10,8 +10,19 @@ The checkpoint is read with `torch.load(weights_only=True)` (tensors and plain t
 code runs). The model is rebuilt from the hyper-parameters saved in it; images get the
 training run's preprocessing (its channels, size and mean); tables, sequences and text get the
 run's fitted preprocessing (statistics, categories, vocabulary, classes: a new file may hold a
-subset of the classes). Without `dataset=`, the pair it was trained on is evaluated, with any
-`dataset.<key>=...` (a key of that pair's config, e.g. dataset.target=new.csv) changed.
+subset of the classes; image folders keep the run's class names). Without `dataset=`, the pair
+it was trained on is evaluated, with any `dataset.<key>=...` (a key of that pair's config, e.g.
+dataset.target=new.csv) changed.
+
+What is scored, per domain: the checkpoint's own data (its pair, same files or folders) on
+`split` (test by default: the held-out rows or images, as train.py's test); new data, i.e. the
+checkpoint's pair with that domain's file or folder changed (`dataset.source=` /
+`dataset.target=`, `dataset.source_root=` / `dataset.target_root=`), on ALL its examples: a new
+file is not training data, so none of it is held out (`split` is then ignored for it). Another
+pair (`dataset=<pair>`) is scored on its `split`. Each domain's entry in metrics.json names
+what was scored (`split`: test, val or all) and how many examples (`examples`; `n`: those with
+a label, counted in the accuracy); the log says the same.
+
 Writes `metrics.json` and `confusion_<domain>.png` to its own run dir
 (outputs/eval/<date>_<time>/), prints a report. A missing, corrupt or mismatched
 checkpoint is an error message and exit status 2.
@@ -20,6 +31,7 @@ checkpoint is an error message and exit status 2.
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -40,7 +52,8 @@ from dann.checkpoints import load_checkpoint  # noqa: E402
 from dann.config_check import check_command_line, dataset_arguments  # noqa: E402
 from dann.data import DomainAdaptationDataModule  # noqa: E402
 from dann.data.datamodule import DOMAINS  # noqa: E402
-from dann.data.registry import UNLABELLED  # noqa: E402
+from dann.data.folders import ImageFiles  # noqa: E402
+from dann.data.registry import UNLABELLED, DomainData, Split  # noqa: E402
 from dann.errors import ConfigError, reported_as_exit  # noqa: E402
 from dann.inference import module_from_checkpoint  # noqa: E402
 from dann.run_dir import discard_refused_launch  # noqa: E402
@@ -53,6 +66,10 @@ INPUT_FORMAT = ("channels", "image_size")
 
 # keys any pair takes (DomainAdaptationDataModule's arguments)
 DATAMODULE_KEYS = dataset_arguments() - {"options"}
+
+# the dataset keys naming a domain's data (a file, an image folder, an Office-31 domain): one
+# changed on the checkpoint's pair makes that domain new data, scored whole
+DATA_KEYS = {domain: (domain, f"{domain}_root") for domain in DOMAINS}
 
 
 def checkpoint_pair_overrides(argv: list[str]) -> list[str]:
@@ -90,6 +107,56 @@ def dataset_config(cfg: DictConfig, trained_on: dict, overrides: list[str] | Non
                 dataset[field] = chosen.get(field)
     dataset.update({k: trained_on[k] for k in INPUT_FORMAT if k in trained_on})
     return dataset
+
+
+def _same_place(a, b) -> bool:
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def new_domains(dataset: dict, trained_on: dict) -> list[str]:
+    """The domains of the checkpoint's own pair whose file or folder the command line changed
+    (e.g. `dataset.target=new_b.csv`): data the model was not trained on. Another pair
+    (`dataset=mnist_to_digits`) has none: it is scored on its split like the checkpoint's."""
+    if dataset.get("name") != trained_on.get("name"):
+        return []
+    trained = {**trained_on, **(trained_on.get("options") or {})}
+    return [
+        domain
+        for domain in DOMAINS
+        if not all(_same_place(dataset.get(k), trained.get(k)) for k in DATA_KEYS[domain])
+    ]
+
+
+def whole(domain: DomainData):
+    """Every example of a domain once, as evaluated: the splits of a file pair joined (a split
+    that serves twice, val = test, shares its labels tensor and is counted once), or an image
+    folder's files with the evaluation transform; None for other kinds of split."""
+    splits = (domain.train, domain.val, domain.test)
+    if all(isinstance(s, Split) for s in splits):
+        parts = list({id(s.labels): s for s in splits}.values())
+        return Split(torch.cat([s.inputs for s in parts]), torch.cat([s.labels for s in parts]))
+    if all(isinstance(s, ImageFiles) for s in splits):
+        samples = dict.fromkeys(sample for s in splits for sample in s.samples)
+        return ImageFiles(list(samples), domain.test.transform)
+    return None
+
+
+def score_new_data_whole(datamodule, split: str, new: list[str]) -> dict[str, str]:
+    """Make `split` of each new domain all of its examples (in datamodule.data); returns what
+    each domain is scored on: `all` or `split`."""
+    scored = {}
+    for domain in DOMAINS:
+        data = getattr(datamodule.data, domain)
+        everything = whole(data) if domain in new else None
+        if everything is not None:
+            data = replace(data, **{split: everything})
+            datamodule.data = replace(datamodule.data, **{domain: data})
+        scored[domain] = split if everything is None else "all"
+    return scored
 
 
 @torch.no_grad()
@@ -159,23 +226,37 @@ def _evaluate(cfg: DictConfig) -> None:
     datamodule.setup("test")
     # the training run's per-channel mean, not this dataset's
     datamodule.load_state_dict(state)
+    scored = score_new_data_whole(datamodule, cfg.split, new_domains(dataset, trained_on))
+    name = datamodule.hparams.name
+    examples = {d: len(getattr(getattr(datamodule.data, d), cfg.split)) for d in DOMAINS}
+    for domain, split in scored.items():
+        what = (
+            f"all {examples[domain]} examples (new data, not the checkpoint's: none held out)"
+            if split == "all"
+            else f"its {split} split, {examples[domain]} examples"
+        )
+        log.info(
+            "%s %s (%s): scoring %s", name, domain, getattr(datamodule.data, domain).name, what
+        )
     results = evaluate(module, datamodule, cfg.split, hp["num_classes"])
+    for domain, r in results.items():
+        results[domain] = {"split": scored[domain], "examples": examples[domain], **r}
 
     out = Path(HydraConfig.get().runtime.output_dir)
     for domain, r in results.items():
         if r["n"] == 0:
-            log.info("%s %s %s: no labels, not scored", datamodule.hparams.name, domain, cfg.split)
+            log.info("%s %s %s: no labels, not scored", name, domain, r["split"])
             continue
         fig, ax = r.pop("_confusion").plot()
-        ax.set_title(f"{datamodule.hparams.name} {domain} {cfg.split}: acc {r['accuracy']:.4f}")
+        ax.set_title(f"{name} {domain} {r['split']}: acc {r['accuracy']:.4f}")
         fig.savefig(out / f"confusion_{domain}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         per_class = " ".join(f"{a:.2f}" for a in r["per_class_accuracy"])
         log.info(
             "%s %s %s: accuracy %.4f (n=%d) | per class: %s",
-            datamodule.hparams.name,
+            name,
             domain,
-            cfg.split,
+            r["split"],
             r["accuracy"],
             r["n"],
             per_class,

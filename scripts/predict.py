@@ -16,8 +16,9 @@ the statistics, categories and vocabulary fitted on the training data); a label 
 the file is not used (logged).
 
 The CSV (default: <input>_predictions.csv next to the input) has the columns path, predicted
-(class index), predicted_label (the original class label, for file pairs) and prob_0 ..
-prob_<K-1> (softmax probabilities, class k = index k); array and file rows are named
+(class index), predicted_label (the original class label of file pairs, the class folder name
+of office31 / folder checkpoints) and prob_0 .. prob_<K-1> (softmax probabilities, class k =
+index k); array and file rows are named
 `<file>[i]` (i from 0, in file order). Image files that cannot be read are skipped and listed
 at the end (and in the log in the run dir, outputs/predict/<date>_<time>/predict.log); the CSV
 is written to a temporary file and renamed into place at the end, so a run stopped half-way
@@ -77,7 +78,7 @@ def predict(cfg: DictConfig) -> None:
     predictor = load_predictor(cfg.ckpt, cfg.domain, cfg.device)
     output = Path(str(cfg.output)) if cfg.output else default_output(source)
     skipped: list[tuple[str, str]] = []
-    if predictor.fitted:
+    if predictor.reads_files:
         if source.is_dir():
             raise InvalidDataError(
                 f"input={source} is a folder; a {predictor.hparams.name} checkpoint reads one "

@@ -1,12 +1,14 @@
 """Folder-based pairs (office31, folder, synsigns_to_gtsrb) on tiny fixture folders written in
 the real on-disk layouts."""
 
+import json
 import pickle
 
 import pytest
 import torch
-from conftest import run_and_recount
+from conftest import fast_dev_checkpoint, run_and_recount
 from PIL import Image
+from test_evaluate import evaluate_py
 
 from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data import folders as folders_module
@@ -29,6 +31,21 @@ def write_image_folder(root, classes=CLASSES, n=4, ext="jpg"):
     for label, name in enumerate(classes):
         write_images(root / name, n, label % 3, ext)
     return root
+
+
+def folder_overrides(source, target) -> list[str]:
+    """dataset=folder on two tiny image folders: 32 px, small batches, no workers."""
+    return [
+        "dataset=folder",
+        f"dataset.source_root={source}",
+        f"dataset.target_root={target}",
+        "dataset.image_size=32",
+        "dataset.resize=36",
+        "dataset.batch_size=4",
+        "dataset.eval_batch_size=8",
+        "dataset.num_workers=0",
+        "dataset.pin_memory=false",
+    ]
 
 
 def spec(name, root=None, data_dir="data", **options):
@@ -281,19 +298,38 @@ def test_fast_dev_run_trains_on_a_folder_pair(tmp_path, make_cfg):
     src = write_image_folder(tmp_path / "photos", n=3)
     tgt = write_image_folder(tmp_path / "sketches", n=2)
     summary, recount = run_and_recount(
-        make_cfg(
-            "dataset=folder",
-            f"dataset.source_root={src}",
-            f"dataset.target_root={tgt}",
-            "dataset.num_classes=3",
-            "dataset.image_size=32",
-            "dataset.resize=36",
-            "dataset.batch_size=4",
-            "dataset.eval_batch_size=8",
-            "dataset.num_workers=0",
-            "dataset.pin_memory=false",
-            "trainer.fast_dev_run=true",
-        )
+        make_cfg(*folder_overrides(src, tgt), "dataset.num_classes=3", "trainer.fast_dev_run=true")
     )
     for key in ("test/source_acc", "test/target_acc"):  # what the tested weights score
         assert summary[key] == pytest.approx(recount[key], abs=1e-6), key
+
+
+def test_folder_checkpoint_keeps_its_class_names_and_scores_new_folders_whole(tmp_path, data_dir):
+    """The class folder names travel in the checkpoint (the pair's preprocessing); evaluate.py
+    on a new source folder holding two of the three classes scores all its images with the
+    checkpoint's class indices, and the unchanged target on its test split, and says so."""
+    src = write_image_folder(tmp_path / "photos", n=3)
+    tgt = write_image_folder(tmp_path / "sketches", n=2)
+    ckpt = fast_dev_checkpoint(tmp_path, data_dir, *folder_overrides(src, tgt))
+    state = torch.load(ckpt, weights_only=True)["DomainAdaptationDataModule"]
+    assert state["preprocessing"] == {"classes": CLASSES}
+    new = write_image_folder(tmp_path / "new_photos", classes=CLASSES[1:], n=5)
+    out = tmp_path / "eval"
+    proc = evaluate_py(
+        f"ckpt={ckpt}", f"dataset.source_root={new}", f"hydra.run.dir={out}", data_dir=data_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    source, target = metrics["source"], metrics["target"]
+    assert (source["split"], source["examples"], source["n"]) == ("all", 10, 10)
+    assert [sum(row) for row in source["confusion_matrix"]] == [0, 5, 5]  # back_pack: none
+    assert (target["split"], target["examples"], target["n"]) == ("test", 6, 6)
+    log = proc.stderr + proc.stdout
+    assert "folder source (new_photos): scoring all 10 examples" in log
+    assert "folder target (sketches): scoring its test split, 6 examples" in log
+    # a class folder the checkpoint was not trained with: an error naming it
+    write_images(new / "desk_lamp", 2, 0)
+    proc = evaluate_py(
+        f"ckpt={ckpt}", f"dataset.source_root={new}", f"hydra.run.dir={out}", data_dir=data_dir
+    )
+    assert proc.returncode == 2 and "['desk_lamp'] the checkpoint was not trained" in proc.stderr

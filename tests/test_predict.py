@@ -179,6 +179,22 @@ def test_folder_pair_images_get_the_pairs_evaluation_transform():
     torch.testing.assert_close(predictor.prepare(pixels[None])[0], expected)
 
 
+def test_predict_with_a_folder_checkpoint_writes_the_class_folder_names(tmp_path, data_dir):
+    """A dataset=folder checkpoint (ImageFolder DIR/CLASS/*.jpg) saves its class names:
+    predicted_label is the class folder of the predicted index, not just the index."""
+    from test_folder_pairs import CLASSES, folder_overrides, write_image_folder
+
+    src = write_image_folder(tmp_path / "photos", n=3)
+    tgt = write_image_folder(tmp_path / "sketches", n=2)
+    ckpt = fast_dev_checkpoint(tmp_path, data_dir, *folder_overrides(src, tgt))
+    out = tmp_path / "pred.csv"
+    predict_script.predict(predict_cfg(f"ckpt={ckpt}", f"input={tgt}", f"output={out}"))
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and list(rows[0])[:3] == ["path", "predicted", "predicted_label"]
+    assert all(r["predicted_label"] == CLASSES[int(r["predicted"])] for r in rows)
+
+
 # ---- checkpoints of file pairs: the input file gets the checkpoint's fitted preprocessing -------
 
 

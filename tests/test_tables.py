@@ -145,7 +145,8 @@ def test_unlabelled_target_trains_and_reports_no_target_accuracy(make_cfg, tmp_p
     proc = evaluate_py(f"ckpt={ckpt}", f"hydra.run.dir={out}", data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["target"] == {"accuracy": None, "n": 0, "note": "no labels in this split"}
+    note = {"accuracy": None, "n": 0, "note": "no labels in this split"}
+    assert metrics["target"] == {"split": "test", "examples": 10, **note}
     # last.ckpt is the model the run tested (one epoch), on the same 10 source test rows
     assert metrics["source"]["n"] == 10
     assert metrics["source"]["accuracy"] == pytest.approx(summary["test/source_acc"], abs=1e-6)
@@ -228,7 +229,8 @@ def test_evaluate_a_table_checkpoint_on_new_files_with_a_subset_of_classes(
 ):
     """README 'Your own data': `scripts/evaluate.py ckpt=... dataset.source=... dataset.target=...`
     on the checkpoint's pair (no dataset=table), a new source holding one of the two trained
-    classes: scored with the run's statistics and classes, not refitted on the new files."""
+    classes: scored with the run's statistics and classes, not refitted on the new files, on
+    ALL their rows (new files are not training data: nothing held out), and saying so."""
     ckpt = table_checkpoint
     only_yes = frame(200, 7).query("outcome == 'yes'")
     only_yes.to_csv(tmp_path / "new_source.csv", index=False)
@@ -244,11 +246,13 @@ def test_evaluate_a_table_checkpoint_on_new_files_with_a_subset_of_classes(
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "table"
-    source = metrics["source"]
-    assert source["n"] == round(len(only_yes) * 0.1) and len(source["per_class_accuracy"]) == 2
+    source, target = metrics["source"], metrics["target"]
+    assert (source["split"], source["examples"], source["n"]) == ("all", *[len(only_yes)] * 2)
+    assert len(source["per_class_accuracy"]) == 2
     assert sum(source["confusion_matrix"][0]) == 0  # no 'no' row in the new source
     assert sum(source["confusion_matrix"][1]) == source["n"]
-    assert metrics["target"]["n"] == 6
+    assert (target["split"], target["examples"], target["n"]) == ("all", 60, 60)
+    assert "table target (new_target): scoring all 60 examples" in proc.stderr + proc.stdout
     # a key the checkpoint's pair does not have: an error naming its keys
     evaluate = load_script("evaluate")
     typo = ["++dataset.tagret=x.csv"]

@@ -144,9 +144,12 @@ def test_vocabulary_travels_with_the_checkpoint_to_evaluate(make_cfg, files, tmp
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    # the checkpoint's model on the new file's 6 test rows, encoded with the saved vocabulary
+    # the checkpoint's model on ALL the new file's 60 rows (new data: nothing held out),
+    # encoded with the saved vocabulary; the unchanged source on its test split
+    load_script("evaluate").score_new_data_whole(dm, "test", ["target"])
     recount = recount_accuracy(module_from_checkpoint(ckpt), dm, "test")
-    assert metrics["target"]["n"] == 6 == len(dm.data.target.test)
+    assert metrics["target"]["n"] == 60 == len(dm.data.target.test)
+    assert metrics["target"]["split"] == "all" and metrics["source"]["split"] == "test"
     assert metrics["target"]["accuracy"] == pytest.approx(recount["target"], abs=1e-6)
 
 

@@ -4,7 +4,9 @@ All read class-subfolder images (the torchvision ImageFolder layout, `DIR/CLASS/
 domains must have the same class names; class index = position of the name in the sorted list,
 so the same name has the same index in both domains. A mismatch is a ValueError listing the
 classes found only in the source and only in the target; an empty class folder or a folder with
-no class subfolders is a FileNotFoundError naming it. No data ships with these pairs:
+no class subfolders is a FileNotFoundError naming it. `office31` and `folder` save the class
+names in checkpoints (the pair's `preprocessing`): scripts/predict.py writes them, and a
+checkpoint evaluated on new folders keeps its class indices. No data ships with these pairs:
 `dataset.root` (or `source_root`/`target_root`) must point at user-supplied files.
 
 `office31` (Saenko et al. 2010) and `folder` follow the standard, transductive protocol:
@@ -130,9 +132,24 @@ def match_classes(source: Iterable, target: Iterable, source_where, target_where
     return sorted(src)
 
 
+def trained_classes(classes: list, folders: Iterable[tuple[dict, Path]]) -> list:
+    """A checkpoint's class names (given back as `options["preprocessing"]["classes"]`): each
+    folder may hold some of them (evaluation on new folders); any other class folder is an
+    error naming it."""
+    classes = list(classes)
+    for files, folder in folders:
+        unknown = sorted(set(files) - set(classes))
+        if unknown:
+            raise InvalidDataError(
+                f"{folder} has class folder(s) {unknown} the checkpoint was not trained with "
+                f"(its classes: {classes})"
+            )
+    return classes
+
+
 def _samples(files: dict, classes: list) -> list[tuple[str, int]]:
     index = {c: i for i, c in enumerate(classes)}
-    return [(str(p), index[c]) for c in classes for p in files[c]]
+    return [(str(p), index[c]) for c in classes if c in files for p in files[c]]
 
 
 # ---- office31 / folder: Dataset splits, transductive protocol --------------------------------
@@ -167,9 +184,16 @@ def folder_transforms(spec: PairSpec) -> tuple[Callable, Callable]:
 def transductive_pair(
     source_dir: Path, target_dir: Path, names: tuple[str, str], spec: PairSpec
 ) -> PairData:
-    """Source: train minus 10% held out as val (= test); target: all images in every split."""
+    """Source: train minus 10% held out as val (= test); target: all images in every split.
+    The class names are the pair's `preprocessing` (saved in checkpoints: predict.py writes
+    them); given back, they fix the class indices and the folders may hold a subset of them."""
     src_files, tgt_files = list_image_folder(source_dir), list_image_folder(target_dir)
-    classes = match_classes(src_files, tgt_files, source_dir, target_dir)
+    fitted = spec.options.get("preprocessing") or {}
+    if fitted.get("classes") is not None:
+        folders = ((src_files, source_dir), (tgt_files, target_dir))
+        classes = trained_classes(fitted["classes"], folders)
+    else:
+        classes = match_classes(src_files, tgt_files, source_dir, target_dir)
     source, target = _samples(src_files, classes), _samples(tgt_files, classes)
     if len(source) < 2:
         raise InvalidDataError(
@@ -189,6 +213,7 @@ def transductive_pair(
         ),
         target=DomainData(names[1], ImageFiles(target, train_tf), target_eval, target_eval),
         num_classes=len(classes),
+        preprocessing={**fitted, "classes": classes},
     )
 
 
