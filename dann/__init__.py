@@ -17,7 +17,7 @@ Names are imported on first use (PEP 562), so `import dann` loads neither torch 
 Hydra or torchvision; `from dann import GradientReversal` loads torch alone.
 """
 
-import importlib
+from dann.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,18 +35,4 @@ _HOMES = {
     ),
     "dann.models.heads": ("mlp_head",),
 }
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str):
-    if name not in _HOME_OF:
-        raise AttributeError(f"module 'dann' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = lazy_exports("dann", _HOMES, globals())

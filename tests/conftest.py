@@ -1,6 +1,7 @@
 """Shared fixtures: one data cache per test session, and configs composed with Hydra's API."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,16 @@ def reference_model(path: Path):
         return module(x, domain)
 
     return module, logits
+
+
+def train_py(*args: str) -> int:
+    """`python train.py *args` in this process (Hydra and all); its exit status."""
+    argv = sys.argv
+    sys.argv = ["train.py", *args]
+    try:
+        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return 0

@@ -5,12 +5,11 @@ Each case runs the real `train.py` script (`runpy`, as `python train.py ...` wou
 all) inside the test process, so torch is imported once for all of them; its exit status is the
 SystemExit code, its message what reached stderr."""
 
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_py
 from test_checkpoints import module_for
 from test_data import write_mnist_raw
 from test_folder_pairs import write_image_folder
@@ -114,19 +113,6 @@ CASES = {
         ],
     ),
 }
-
-
-def train_py(*args: str) -> int:
-    """`python train.py *args` in this process; its exit status."""
-    argv = sys.argv
-    sys.argv = ["train.py", *args]
-    try:
-        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return 0
 
 
 @pytest.fixture(scope="module")

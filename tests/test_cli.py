@@ -21,7 +21,7 @@ EXPECTED_SCALARS = {
     "test/source_acc",
     "test/target_acc",
     "test/domain_acc",
-    "hp/val/source_acc",
+    "hp/val/source_1se_step",  # hp/<the default selection metric> at the picked checkpoint
     "hp/val/target_acc",
     "hp/test/source_acc",
     "hp/test/target_acc",

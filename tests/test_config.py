@@ -9,8 +9,9 @@ from dann.module import DALightningModule
 from dann.train import build
 from tests.conftest import CONFIGS
 
-# pairs whose model size is read from dataset.source / dataset.target (no default files)
-SIZED_BY_USER_FILES = {"table", "sequences", "text"}
+# pairs whose model size is read from the user's files (dataset.source / dataset.target, or
+# folder's class folders): no default files to read
+SIZED_BY_USER_FILES = {"table", "sequences", "text", "folder"}
 GROUP_OPTIONS = [
     (group.name, option.stem)
     for group in sorted(p for p in CONFIGS.iterdir() if p.is_dir())
@@ -26,7 +27,7 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=lambda v: v)
 def test_option_composes_and_instantiates(make_cfg, group, option):
     if group == "dataset" and option in SIZED_BY_USER_FILES:
-        pytest.skip("sized from the user's files: built in tests/test_{tables,sequences,text}.py")
+        pytest.skip("sized from the user's files: see test_{tables,sequences,text,folder_pairs}")
     if group == "backbone" and option == "gru_tokens":
         pytest.skip("reads dataset=text representation=tokens ids: built in tests/test_text.py")
     cfg = make_cfg(f"{group}={option}")

@@ -3,7 +3,6 @@ became one-line errors, and errors that name the fix (once, before torch and Lig
 
 import csv
 import re
-import runpy
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from conftest import (
     load_script,
     logged_scalars,
     run_script,
+    train_py,
 )
 from hydra.utils import instantiate
 from test_folder_pairs import write_image_folder
@@ -34,20 +34,6 @@ MOONS = [
     "trainer.log_every_n_steps=1",
     "+trainer.enable_progress_bar=false",
 ]
-
-
-def train_py(*args: str) -> int:
-    """`python train.py *args` in this process (Hydra and all, as test_bad_inputs does); its exit
-    status."""
-    argv = sys.argv
-    sys.argv = ["train.py", *args]
-    try:
-        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return 0
 
 
 def csv_epochs(path: Path) -> set[int]:

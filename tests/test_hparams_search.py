@@ -77,16 +77,17 @@ def searched(tmp_path_factory, data_dir):
 def test_search_runs_trials_on_the_label_free_objective(searched):
     _, sweep, result = searched
     assert result["n_trials"] == 2 and result["n_failed"] == 0
-    assert result["objective"] == "val/source_acc" and result["direction"] == "maximize"
+    # the preset's objective: information maximisation (source accuracy rewards weak adaptation)
+    assert result["objective"] == "val/im" and result["direction"] == "maximize"
     assert result["label_free"] is True and result["oracle_objective"] is False
-    # what Optuna recorded for each trial is that run's selected val/source_acc, read back from
+    # what Optuna recorded for each trial is that run's selected val/im, read back from
     # the run's own summary.json (not test/target_acc, which uses target labels)
     trials = study(sweep).trials
     assert len(trials) == 2 and study(sweep).direction == optuna.study.StudyDirection.MAXIMIZE
     by_params = {same(t.params): t.value for t in trials}
     for row in result["trials"]:
         summary = json.loads((sweep / row["trial"] / "summary.json").read_text())
-        assert row["value"] == pytest.approx(summary["selected_val/source_acc"])
+        assert row["value"] == pytest.approx(summary["selected_val/im"])
         assert by_params[same(row["params"])] == pytest.approx(row["value"])
         # the sampled values reached the run's config, inside the preset's ranges
         run_cfg = OmegaConf.load(sweep / row["trial"] / ".hydra" / "config.yaml")
@@ -99,7 +100,7 @@ def test_search_runs_trials_on_the_label_free_objective(searched):
     sweeper_result = OmegaConf.load(sweep / "optimization_results.yaml")
     assert sweeper_result.best_value == pytest.approx(best["value"])
     # marked by SearchReport: what best_value measures, and that it used no target labels
-    assert sweeper_result.objective == "val/source_acc" and sweeper_result.label_free is True
+    assert sweeper_result.objective == "val/im" and sweeper_result.label_free is True
     assert sweeper_result.oracle_objective is False
     assert not (sweep / "optimization_results.yaml").read_text().startswith("# ORACLE")
 
@@ -109,7 +110,7 @@ def test_search_report_names_best_trial_overrides_and_oracle_target_acc(searched
     best = result["best"]
     report = [line for line in proc.stdout.splitlines() if line.startswith("SEARCH ")]
     assert any("label-free: no target labels" in line for line in report)
-    assert f"SEARCH best trial {best['trial']}: val/source_acc={best['value']:.4f}" in report
+    assert f"SEARCH best trial {best['trial']}: val/im={best['value']:.4f}" in report
     assert f"SEARCH best overrides: {' '.join(map(shlex.quote, best['overrides']))}" in report
     assert shlex.split(result["resume"])[-1] == f"hydra.sweep.dir={sweep}"
     assert "optimizer.optim.lr=" in next(line for line in report if "best params:" in line)
