@@ -269,11 +269,20 @@ def callback_configs(callbacks: Mapping | None, cls: type) -> list:
 
 
 def check_selection_is_logged(metric: str, callbacks: dict) -> None:
-    """A selection metric only the SelectionValidators callback logs needs that callback."""
-    from dann.callbacks import SelectionValidators  # Lightning: only for a full config
+    """A selection metric only the SelectionValidators callback logs needs that callback, where a
+    callback (a checkpoint, early stopping) monitors it; with none (callbacks=none) nothing picks
+    a checkpoint and the run tests its final weights, whatever `selection` says."""
     from dann.selection import VALIDATORS
 
-    if metric in LOGGED_BY_MODULE or callback_configs(callbacks, SelectionValidators):
+    monitored = any(
+        isinstance(node, Mapping) and node.get("monitor") == metric
+        for node in (callbacks or {}).values()
+    )
+    if metric in LOGGED_BY_MODULE or not monitored:
+        return
+    from dann.callbacks import SelectionValidators  # Lightning: only for a full config
+
+    if callback_configs(callbacks, SelectionValidators):
         return
     name = next((n for n, (m, _) in VALIDATORS.items() if m == metric), metric)
     raise ConfigError(
