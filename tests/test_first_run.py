@@ -220,7 +220,7 @@ def test_train_false_tests_the_given_checkpoint(make_cfg, tmp_path):
     # neither "dirpath has changed" (checkpoint callbacks) nor "provide the callbacks"
     assert not [w for w in caught if "ckpt" in str(w.message) or "dirpath" in str(w.message)]
     assert trainer.global_step == 0  # nothing trained
-    for key in ("test/source_acc", "test/target_acc", "selected_val/source_acc"):
+    for key in ("test/source_acc", "test/target_acc", "selected_val/source_1se_step"):
         assert summary[key] == pytest.approx(trained[key], abs=1e-6), key
     assert not (tmp_path / "test_only" / "checkpoints").exists()
 

@@ -129,7 +129,7 @@ def test_declared_lower_bounds_admit_no_release_without_the_apis_used(package):
     tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11+")
     first, module, name = FIRST_WITH[package]
     assert hasattr(importlib.import_module(module), name)
-    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((README.parents[1] / "pyproject.toml").read_text())
     declared = {r.name: r for r in map(Requirement, pyproject["project"]["dependencies"])}
     assert package in declared, f"dann imports {module} but does not declare {package}"
     spec = declared[package].specifier
