@@ -128,13 +128,25 @@ def test_resume_with_another_optimizer_class_is_refused():
     "overrides",
     [
         ["selection=dev", "~callbacks.selection_validators"],
-        ["selection=reverse_val", "callbacks=none"],
+        [
+            "selection=reverse_val",
+            "callbacks=none",
+            "+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping",
+            "+callbacks.stop.monitor=val/reverse_acc",
+        ],
     ],
-    ids=["dev-without-validators", "reverse_val-callbacks-none"],
+    ids=["dev-without-validators", "early-stopping-on-reverse_val-callbacks-none"],
 )
 def test_selection_metric_nobody_logs_is_refused_up_front(make_cfg, overrides):
     with pytest.raises(ConfigError, match=r"selection_validators callback.*selection=source_val"):
         validate(make_cfg(*QUICK, *overrides))
+
+
+def test_callbacks_none_runs_with_any_selection(make_cfg):
+    """No callback monitors the selection metric (no checkpoint: the run tests its final
+    weights), so nothing needs the validators that log it."""
+    validate(make_cfg(*QUICK, "selection=reverse_val", "callbacks=none"))
+    validate(make_cfg(*QUICK, "callbacks=none"))  # the default, source_val_1se
 
 
 def test_selection_metrics_with_their_logger_pass(make_cfg):
