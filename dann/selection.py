@@ -172,6 +172,15 @@ def class_ami(
     return float(adjusted_mutual_info_score(predicted, clusters))
 
 
+def picked_epoch(history: list[dict], metric: str, mode: str) -> dict | None:
+    """The history entry (one per validation epoch) a validator picks: the best finite `metric`
+    ("max" or "min"), the first of equal scores as ModelCheckpoint keeps it; None if none."""
+    scored = [h for h in history if np.isfinite(h.get(metric, np.nan))]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda h: h[metric])
+
+
 def within_one_standard_error(acc: float, best_acc: float, n: int) -> bool:
     """Is accuracy `acc` within one binomial standard error (of `best_acc` over `n` examples) of
     `best_acc`?"""

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dann.selection import NOT_SELECTABLE, RULES, VALIDATORS  # noqa: E402
+from dann.selection import NOT_SELECTABLE, RULES, VALIDATORS, picked_epoch  # noqa: E402
 
 ORACLE = "val/target_acc"
 
@@ -46,14 +46,6 @@ def load_runs(dirs: list[Path]) -> list[dict]:
             if history:
                 runs.append({"path": str(path.parent), **summary, "history": history})
     return runs
-
-
-def pick(history: list[dict], metric: str, mode: str) -> dict | None:
-    """The epoch a validator picks (the first of equal scores, as ModelCheckpoint keeps it)."""
-    scored = [h for h in history if np.isfinite(h.get(metric, np.nan))]
-    if not scored:
-        return None
-    return (max if mode == "max" else min)(scored, key=lambda h: h[metric])
 
 
 def weighted_spearman(score: np.ndarray, accuracy: np.ndarray, power: float = 2.0) -> float:
@@ -78,7 +70,7 @@ def rank(runs: list[dict], power: float = 2.0) -> list[dict]:
     for name, (metric, mode) in VALIDATORS.items():
         costs = []
         for r in runs:
-            chosen = pick(r["history"], metric, mode)
+            chosen = picked_epoch(r["history"], metric, mode)
             if chosen is not None:
                 costs.append(max(h[ORACLE] for h in r["history"]) - chosen[ORACLE])
         if not costs:

@@ -120,9 +120,9 @@ class SelectionValidators(pl.Callback):
         rows = {}
         for name, (metric, mode) in selection.VALIDATORS.items():
             epochs = [h for h in self.history if np.isfinite(h.get(metric, np.nan))]
-            if not epochs or not all(ORACLE in h for h in epochs):
+            pick = selection.picked_epoch(epochs, metric, mode)
+            if pick is None or not all(ORACLE in h for h in epochs):
                 continue
-            pick = (max if mode == "max" else min)(epochs, key=lambda h: h[metric])
             rows[name] = {
                 "metric": metric,
                 "epoch": pick["epoch"],
