@@ -5,7 +5,6 @@ import csv
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -211,15 +210,9 @@ def test_an_image_checkpoint_on_a_csv_says_it_takes_images(tmp_path, data_dir, c
     assert "takes images (mnist_to_mnistm) and input=" in capsys.readouterr().err
 
 
-def _seconds(*cmd: str) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return time.perf_counter() - start, proc
-
-
 def test_config_errors_and_help_come_before_torch_and_lightning_load(tmp_path):
-    heavy, proc = _seconds(sys.executable, "-c", "import pytorch_lightning")
-    assert proc.returncode == 0
+    """Neither torch nor Lightning is imported before these answer (how much sooner they answer
+    than `import pytorch_lightning` is measured by scripts/bench_startup.py)."""
     cases = [
         ("train.py", "trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
         ("train.py", "+loss.target_entrpy=1", "did you mean loss.target_entropy?"),
@@ -231,8 +224,7 @@ def test_config_errors_and_help_come_before_torch_and_lightning_load(tmp_path):
         run_dir = f"hydra.run.dir={tmp_path / 'run'}"
         extra = [run_dir] if script == "train.py" else []
         cmd = (sys.executable, "-X", "importtime", str(ROOT / script), arg, *extra)
-        seconds, proc = _seconds(*cmd)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
         assert {"torch", "pytorch_lightning"}.isdisjoint(imported), script
         assert message in proc.stderr and proc.returncode == (2 if message else 0), proc.stderr
-        assert seconds < heavy, (script, arg, seconds, heavy)
