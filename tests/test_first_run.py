@@ -8,7 +8,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import time
 import warnings
 
 import pytest
@@ -333,11 +332,9 @@ def test_default_recipe_learns_in_a_few_dozen_steps(make_cfg, tmp_path):
     """With PyTorch's default initialisation (backbone.init=pytorch) the paper net's logits start
     tiny and 40 steps stay at chance (~0.1); with He initialisation (lenet_dann's default) each
     seed is well above it (~0.8 measured). ~5 s a run on 1 CPU thread."""
-    start = time.perf_counter()
     accuracies = [short_run(make_cfg, tmp_path, seed) for seed in (1, 2, 3)]
     assert min(accuracies) > 0.6, accuracies
     assert short_run(make_cfg, tmp_path, 1, "backbone.init=pytorch") < 0.3  # the cause
-    assert time.perf_counter() - start < 120  # ~20 s here; generous for a loaded machine
 
 
 def test_he_init_scales_every_conv_and_linear():
