@@ -33,6 +33,7 @@ from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, OmegaConf
 
 from dann.errors import ConfigError
+from dann.signatures import source_arguments
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,13 @@ def _declared_target_keys(target: str) -> frozenset[str]:
 
 
 def _target_arguments(target: str) -> set[str] | None:
-    """The keyword arguments `target` accepts, or None when it takes **kwargs."""
+    """The keyword arguments `target` accepts, or None when it takes **kwargs.
+
+    Read from the source when it can be (no import: `pytorch_lightning.Trainer` would take
+    seconds), else from the imported object's signature."""
+    known = source_arguments(target)
+    if known is not None:
+        return known
     obj = get_object(target)
     params = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):

@@ -215,6 +215,7 @@ def test_config_errors_and_help_come_before_torch_and_lightning_load(tmp_path):
     than `import pytorch_lightning` is measured by scripts/bench_startup.py)."""
     cases = [
         ("train.py", "trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
+        ("train.py", "+trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
         ("train.py", "+loss.target_entrpy=1", "did you mean loss.target_entropy?"),
         ("train.py", "dataset.batch_size=0", "dataset.batch_size=0 is out of range"),
         ("scripts/download.py", "--list", ""),
