@@ -56,7 +56,7 @@ def reported_as_exit(on_error=None):
         log.error("stopped by SIGTERM")
         raise SystemExit(EXIT_SIGTERM) from None
     except Exception as e:
-        error = _users_error(e)
+        error = users_error(e)
         if error is None:
             raise
         _to_log_files(f"{type(error).__name__}: {error}")
@@ -66,7 +66,7 @@ def reported_as_exit(on_error=None):
         raise SystemExit(EXIT_USER_ERROR) from None
 
 
-def _users_error(e: BaseException) -> DannError | None:
+def users_error(e: BaseException) -> DannError | None:
     """`e` itself if it is a DannError, or the DannError Hydra's InstantiationException wraps."""
     while e is not None and not isinstance(e, DannError):
         e = e.__cause__ if type(e).__name__ == "InstantiationException" else None

@@ -27,7 +27,7 @@ from dann.callbacks.selection import SelectionValidators, format_report
 from dann.checkpoints import RunConfig, check_state_dict, load_checkpoint, resume_changes
 from dann.config_check import ORACLE_METRIC, validate
 from dann.data import DomainAdaptationDataModule
-from dann.errors import CheckpointError, ConfigError
+from dann.errors import CheckpointError, ConfigError, DataError, users_error
 from dann.extras import print_config, run_tags, save_tags
 from dann.host import keep_freed_memory
 from dann.known_warnings import filter_known_warnings
@@ -67,15 +67,21 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
     )
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone["channels_last"] = channels_last
-    module = DALightningModule(
-        backbone=backbone,
-        method=OmegaConf.to_container(cfg.method, resolve=True),
-        schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        num_classes=cfg.dataset.num_classes,
-        norm=OmegaConf.to_container(cfg.norm, resolve=True),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-    )
+    try:
+        module = DALightningModule(
+            backbone=backbone,
+            method=OmegaConf.to_container(cfg.method, resolve=True),
+            schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            num_classes=cfg.dataset.num_classes,
+            norm=OmegaConf.to_container(cfg.norm, resolve=True),
+            loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        )
+    except Exception as e:
+        both = _with_missing_data(datamodule, e)
+        if both is e:
+            raise
+        raise both from e
     # an empty callback entry is off (callbacks/default.yaml: the opt-in analysis)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.optimizer.get("ema_decay"):
@@ -100,6 +106,19 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
         enable_checkpointing=checkpointing and cfg.trainer.get("enable_checkpointing", True),
     )
     return datamodule, module, trainer
+
+
+def _with_missing_data(datamodule: DomainAdaptationDataModule, error: Exception) -> Exception:
+    """The model's files are missing (e.g. ImageNet weights): say in the same message whether
+    the data's are too, so one attempt names every file to fetch, the data's first."""
+    missing = users_error(error)
+    if not isinstance(missing, DataError) or datamodule.hparams.download:
+        return error
+    try:
+        datamodule.prepare_data()  # what fit would do next: read (or cache) the pair's files
+    except DataError as data_error:
+        return DataError(f"{data_error}; and {missing}")
+    return error
 
 
 def resolve_deterministic(cfg: DictConfig) -> bool:

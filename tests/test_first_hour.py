@@ -24,6 +24,7 @@ from test_folder_pairs import write_image_folder
 from dann.config_check import check_command_line, validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import ConfigError, InvalidDataError, reported_as_exit
+from dann.train import build
 
 MOONS = [
     "dataset=moons",
@@ -147,6 +148,22 @@ def test_missing_pretrained_weights_are_one_line_not_hydras_wrapper(
     assert exit_.value.code == 2
     assert err.startswith("error: backbone.features.pretrained=true needs resnet50's ImageNet")
     assert "Error in call to target" not in err and "DataError(" not in err
+
+
+def test_missing_weights_and_missing_data_are_named_in_one_error(
+    make_cfg, tmp_path, monkeypatch, capsys
+):
+    """office31 + resnet50 with neither the images nor the weights: one attempt names both,
+    the data first (fixing only the weights would otherwise meet the next error)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    cfg = make_cfg("dataset=office31", "backbone=resnet50", f"dataset.root={tmp_path / 'none'}")
+    with pytest.raises(SystemExit) as exit_, reported_as_exit():
+        build(cfg)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    data_at, weights_at = err.find(str(tmp_path / "none")), err.find("ImageNet")
+    assert err.startswith("error: ") and 0 < data_at < weights_at, err
+    assert err.count("\n") == 1  # one line
 
 
 # ---- errors that could be better ---------------------------------------------------------------
