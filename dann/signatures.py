@@ -37,9 +37,7 @@ def _module_file(module: str) -> Path | None:
 
 def _init_arguments(node: ast.FunctionDef | ast.ClassDef) -> set[str] | None:
     if isinstance(node, ast.ClassDef):
-        inits = [
-            n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"
-        ]
+        inits = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
         if len(inits) != 1:
             return None  # inherited or overloaded: the import tells
         node = inits[0]
