@@ -103,6 +103,7 @@ class DALightningModule(pl.LightningModule):
             or self.loss_options["target_entropy"]
             or any(isinstance(m, BATCH_NORMS) for m in self.classifier.modules())
         )
+        self._uses_lambda = self.method.reverses_gradient or self.method.weights_by_lambda
         # a function of p (`_partial_: true`), called every step: unwrapped to a plain
         # functools.partial (Hydra's partial re-checks its target policy on every call, ~0.4 ms)
         partial = instantiate(schedule)
@@ -191,7 +192,7 @@ class DALightningModule(pl.LightningModule):
             "train/loss": loss.detach(),
             "train/label_loss": label_loss.detach(),
             **{f"train/{k}": v.detach() for k, v in out.losses.items()},
-            "train/lambda": lambda_ if self.method.reverses_gradient else 0.0,
+            "train/lambda": lambda_ if self._uses_lambda else 0.0,
             **_learning_rates(self.trainer.optimizers[0]),
             "train/progress": p,
         }

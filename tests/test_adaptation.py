@@ -6,15 +6,26 @@ tests/test_target_labels.py.)"""
 
 import pytest
 import torch
+import yaml
 from conftest import compose_cfg
+from hydra.utils import get_class
 
+from dann.config_check import CONFIGS
 from dann.data.registry import DomainData, PairData, PairSpec, Split, register_pair
 from dann.grl import GradientReversal, grad_reverse
 from dann.train import run
 
 SEEDS = (1, 2, 3)
 MARGIN = 0.1  # each method's target accuracy over source-only's, for every seed
-METHODS = ("dann", "daan", "cdan", "cdan_e")
+# one per line; each gets the zero_reversal control, and a method with a gradient reversal
+# layer (reverses_gradient) the negated_reversal one too. A method whose loss lambda weights
+# (weights_by_lambda: DAN, CORAL, ...) is switched off by lambda = 0, its control.
+METHODS = (
+    "dann",
+    "daan",
+    "cdan",
+    "cdan_e",
+)
 # the paper's sigmoid warm-up to lambda = 4, so that the reversed domain gradient outweighs x1's
 # label value (for DANN the same run as its domain loss weighted 4: Adam does not see the scale)
 ADAPT = ("schedule=grl_sigmoid", "schedule.lambda_max=4")
@@ -106,8 +117,17 @@ def test_each_method_beats_source_only_for_every_seed(target_acc, source_only, m
     assert not short, f"{method} (target acc, source-only's) at the seeds it fails: {short}"
 
 
-@pytest.mark.parametrize("control", CONTROLS)
-@pytest.mark.parametrize("method", METHODS)
+def _controls(method: str) -> list[str]:
+    target = yaml.safe_load((CONFIGS / "method" / f"{method}.yaml").read_text())
+    while "_target_" not in target:  # a variant of another method's config (cdan_e: cdan)
+        parent = next(d for d in target["defaults"] if d != "_self_")
+        target = {**yaml.safe_load((CONFIGS / "method" / f"{parent}.yaml").read_text()), **target}
+        target["defaults"] = [d for d in target.get("defaults", []) if d != parent]
+    reverses = get_class(target["_target_"]).reverses_gradient
+    return [c for c in CONTROLS if reverses or c != "negated_reversal"]
+
+
+@pytest.mark.parametrize("method, control", [(m, c) for m in METHODS for c in _controls(m)])
 def test_without_the_reversed_gradient_no_seed_beats_source_only(
     target_acc, source_only, method, control, monkeypatch
 ):

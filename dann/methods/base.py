@@ -34,6 +34,9 @@ def domain_targets(num_source: int, num_total: int, device: torch.device) -> tor
 
 class AdaptationMethod(nn.Module):
     reverses_gradient = False  # True when lambda_ scales a gradient that reaches the features
+    # True when lambda_ instead weights the method's own alignment loss (DAN, CORAL, MCC, ...):
+    # logged as train/lambda like the GRL's, and lambda = 0 is again the method switched off
+    weights_by_lambda = False
     trains_on_target_labels = False  # only the target oracle (an upper bound)
     # False for baselines that must not train on target images (source-only, the oracle): the
     # module then forwards the target rows in eval mode, without gradient (see module.py)
