@@ -69,6 +69,13 @@ RANGES = {
     "optimizer.ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1), or null for no EMA"),
     "loss.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "loss.target_entropy": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.mcc": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.mcc_temperature": (lambda v: v > 0, "a number > 0"),
+    "loss.bsp": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.bsp_k": (lambda v: v >= 1, "an integer >= 1"),
+    "loss.vat_source": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.vat_target": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.vat_radius": (lambda v: v > 0, "a number > 0"),
     "dataset.augment_shift": (lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
     "method.weight": (lambda v: v >= 0, "a number >= 0"),
     "backbone.lr_mult": (lambda v: v >= 0, "a number >= 0"),
@@ -121,16 +128,20 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_target_terms(tree: dict) -> None:
-    """A loss on the target predictions needs a method that forwards target data in training."""
+    """A loss term needs a method that forwards target data in training (dann/losses.py)."""
     target = (tree.get("method") or {}).get("_target_")
-    entropy = (tree.get("loss") or {}).get("target_entropy")
-    if entropy and target and not getattr(get_class(target), "forwards_target", True):
-        name = target.rsplit(".", 1)[-1]
-        raise ConfigError(
-            f"loss.target_entropy={entropy} would be ignored: the method ({name}) never forwards "
-            "target data in training, so there are no target predictions to take the entropy "
-            "of. Set loss.target_entropy=0, or pick a method that does (method=dann, cdan, ...)"
-        )
+    if not target or getattr(get_class(target), "forwards_target", True):
+        return
+    loss = tree.get("loss") or {}
+    for term in ("target_entropy", "mcc", "bsp", "vat_source", "vat_target"):
+        if loss.get(term):
+            name = target.rsplit(".", 1)[-1]
+            raise ConfigError(
+                f"loss.{term}={loss[term]} would be ignored: the method ({name}) never forwards "
+                "target data in training, so its predictions and features are not there to "
+                f"take the term of. Set loss.{term}=0, or pick a method that does (method=dann, "
+                "cdan, ...)"
+            )
 
 
 def check_required(cfg: DictConfig, usage: str) -> None:

@@ -9,9 +9,9 @@ and checkpoints load with `weights_only=True`.
 `norm` (the `norm` config group) says how the BatchNorm layers of the prediction path (feature
 extractor, label classifier; not the discriminators) treat the two domains (joint,
 separate or domain-specific statistics; shared, per-domain or AdaBN statistics at evaluation):
-`dann.models.norm` does it, the module only says which rows are which. `loss` adds terms that
-every method shares: label smoothing on the source label loss, and target entropy minimisation
-(`train/target_entropy`, weighted).
+`dann.models.norm` does it, the module only says which rows are which. `loss` adds terms
+every method shares: label smoothing on the source label loss, and the weighted terms of
+`dann.losses` (target entropy, MCC, BSP, VAT; each logged as train/<term>).
 
 Performance options, read from the backbone config (no effect on results beyond rounding):
 `backbone.channels_last=true` keeps 4-D weights and input batches in channels-last memory
@@ -38,6 +38,8 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from dann.checkpoints import carry_step_count
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
+from dann.losses import DEFAULTS as LOSS_DEFAULTS
+from dann.losses import TermInputs, shared_terms, term_weights
 from dann.methods.base import AdaptationMethod
 from dann.models.heads import mlp_head
 from dann.models.init import init_weights
@@ -95,12 +97,14 @@ class DALightningModule(pl.LightningModule):
         self._norms = [m for part in prediction_path for m in domain_norms(part)]
         # backbone.domain_head.norm=separate: the discriminators' rows are marked the same way
         self._discriminator_norms = domain_norms(self.method)
-        self.loss_options = {"label_smoothing": 0.0, "target_entropy": 0.0, **(loss or {})}
-        # the target rows' logits in training: for the method, the entropy term, or the
-        # classifier's BatchNorm statistics (which would otherwise see the source alone)
+        self.loss_options = {"label_smoothing": 0.0, **LOSS_DEFAULTS, **(loss or {})}
+        # the shared terms (dann/losses.py): the config's weights, else the method's own
+        self.term_weights = term_weights(self.loss_options, self.method.loss_terms())
+        # the target rows' logits in training: for the method, a term on the predictions, or
+        # the classifier's BatchNorm statistics (which would otherwise see the source alone)
         self._classifies_target_rows = bool(
             self.method.uses_target_logits
-            or self.loss_options["target_entropy"]
+            or any(v for k, v in self.term_weights.items() if k != "bsp")
             or any(isinstance(m, BATCH_NORMS) for m in self.classifier.modules())
         )
         self._uses_lambda = self.method.reverses_gradient or self.method.weights_by_lambda
@@ -180,10 +184,11 @@ class DALightningModule(pl.LightningModule):
         options = self.loss_options
         label_loss = F.cross_entropy(logits[:n], y_s, label_smoothing=options["label_smoothing"])
         out = self.method(features, logits, n, lambda_)
-        if options["target_entropy"] and self.method.forwards_target:
-            log_p = F.log_softmax(logits[n:].float(), dim=1)
-            entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
-            out.losses["target_entropy"] = options["target_entropy"] * entropy
+        if self.method.forwards_target:  # else refused by the config check
+            batch = TermInputs(
+                lambda: torch.cat([x_s, x_t]), features, logits, n, self._predict_training
+            )
+            out.losses.update(shared_terms(self.term_weights, options, batch))
         loss = label_loss + sum(out.losses.values())
 
         # per-step scalars, kept until on_train_batch_end decides whether this step is logged:
@@ -207,6 +212,11 @@ class DALightningModule(pl.LightningModule):
         if not self.automatic_optimization:
             self._optimize(loss)  # after train/lr is read: the rate this step trains with
         return loss
+
+    def _predict_training(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a training batch laid out as the step's (source rows, then target rows),
+        in training mode: the extra forwards of VAT."""
+        return self.classifier(self.features(x))
 
     @property
     def automatic_optimization(self) -> bool:

@@ -31,6 +31,8 @@ def _classifier_rows(make_cfg, *overrides) -> list[int]:
     [
         ((), 2),  # DANN reads features only: the source rows' logits suffice
         (("loss.target_entropy=0.1",), 4),  # the entropy term needs the target logits
+        (("loss.mcc=1",), 4),  # so does MCC
+        (("loss.bsp=1e-4",), 2),  # BSP reads features only
         (("method=cdan",), 4),  # CDAN conditions on the target predictions
         (("method=daan",), 4),  # DAAN weights the local discriminators by them
         (("backbone=lenet_dann_bn", "backbone.classifier.batch_norm=true"), 4),  # BN statistics

@@ -11,6 +11,7 @@ from torch import nn
 from dann.callbacks.averaging import ema_update
 from dann.data.datamodule import _fixed_scale, random_shift
 from dann.errors import ConfigError
+from dann.losses import minimum_class_confusion
 from dann.methods import DANN
 from dann.models.heads import mlp_head
 from dann.schedules import grl_sigmoid, warm_start
@@ -114,8 +115,9 @@ def test_training_batches_are_augmented_evaluation_batches_are_not(make_cfg):
 
 def test_loss_options_reach_the_logged_losses(make_cfg):
     """At every step, the logged label loss is F.cross_entropy(label_smoothing=0.1) of the
-    source rows' logits and the entropy term 0.3 times the mean entropy of the target rows'
-    predictions, recomputed here from the logits the classifier produced in that step."""
+    source rows' logits, the entropy term 0.3 times the mean entropy of the target rows'
+    predictions, MCC and BSP their weights times the terms (tests/test_losses.py pins them),
+    recomputed here from the logits and features the network produced in that step."""
     from conftest import logged_scalars
 
     datamodule, module, trainer = build(
@@ -123,6 +125,8 @@ def test_loss_options_reach_the_logged_losses(make_cfg):
             *SHORT,
             "loss.target_entropy=0.3",
             "loss.label_smoothing=0.1",
+            "loss.mcc=0.5",
+            "loss.bsp=0.01",
             "trainer.log_every_n_steps=1",
             "optimizer=adam",  # logits sharpen within steps: smoothing changes the loss more
         )
@@ -131,20 +135,27 @@ def test_loss_options_reach_the_logged_losses(make_cfg):
     training_step = module.training_step
 
     def keep_labels(batch, batch_idx):
-        steps.append([batch["source"][1].clone(), None])
+        steps.append([batch["source"][1].clone(), None, None])
         return training_step(batch, batch_idx)
 
-    def keep_logits(layer, _, out):
-        if layer.training:
-            steps[-1][1] = out.detach().clone()
+    def keep(index):
+        def hook(layer, _, out):
+            if layer.training:
+                steps[-1][index] = out.detach().clone()
+
+        return hook
 
     module.training_step = keep_labels
-    module.classifier.register_forward_hook(keep_logits)
+    module.classifier.register_forward_hook(keep(1))
+    module.feature_extractor.register_forward_hook(keep(2))
     trainer.fit(module, datamodule=datamodule)
     logged = logged_scalars(trainer.logger.log_dir)
     assert len(steps) == 8 and sorted(logged["train/label_loss"]) == list(range(8))
-    smoothed, plain, entropy = [], [], []
-    for labels, logits in steps:
+    smoothed, plain, entropy, mcc, bsp = [], [], [], [], []
+    for labels, logits, features in steps:
+        n = len(labels)
+        mcc.append(0.5 * float(minimum_class_confusion(logits[n:], 2.5)))
+        bsp.append(0.01 * float(sum(torch.linalg.svdvals(f)[0] ** 2 for f in features.split(n))))
         source, target = logits[: len(labels)], logits[len(labels) :]
         assert len(target) == len(labels)
         smoothed.append(float(F.cross_entropy(source, labels, label_smoothing=0.1)))
@@ -158,6 +169,8 @@ def test_loss_options_reach_the_logged_losses(make_cfg):
     assert max(abs(a - b) for a, b in zip(label_loss, plain, strict=True)) > 5e-4
     target_entropy = [logged["train/target_entropy"][step] for step in range(8)]
     assert target_entropy == pytest.approx(entropy, abs=1e-6)
+    assert [logged["train/mcc"][step] for step in range(8)] == pytest.approx(mcc, abs=1e-6)
+    assert [logged["train/bsp"][step] for step in range(8)] == pytest.approx(bsp, rel=1e-5)
 
 
 def test_heads_with_batchnorm_and_per_layer_dropout():

@@ -51,6 +51,11 @@ class AdaptationMethod(nn.Module):
     ) -> AdaptationOutput:
         raise NotImplementedError
 
+    def loss_terms(self) -> dict[str, float]:
+        """Weights of the shared loss terms this method brings (`dann.losses.TERMS`, e.g.
+        VADA's target entropy and VAT); `loss.<term>=...` in the config overrides each."""
+        return {}
+
     def on_train_epoch_end(self) -> dict[str, float]:
         """Called once per training epoch; returns scalars to log as train/<name> (e.g. DAAN's
         omega). Statistics gathered over the epoch must be reduced across processes here."""

@@ -23,13 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dann.grl import GradientReversal, grad_reverse
+from dann.losses import entropy
 from dann.methods.base import AdaptationMethod, AdaptationOutput, domain_targets
 from dann.models.heads import discriminator_head
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Per-row Shannon entropy (nats) of probabilities (N, C)."""
-    return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 
 
 def entropy_weights(probs: torch.Tensor, lambda_: float | None = None) -> torch.Tensor:
