@@ -66,6 +66,7 @@ RANGES = {
     "schedule.alpha": (lambda v: v > 0, "a number > 0 (the warm start's steepness in p)"),
     "schedule.lo": (lambda v: v >= 0, "a number >= 0 (lambda scales a reversed gradient)"),
     "schedule.hi": (lambda v: v >= 0, "a number >= 0 (lambda scales a reversed gradient)"),
+    "optimizer.sam_rho": (lambda v: v >= 0, "a number >= 0, or null for no SAM"),
     "optimizer.ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1), or null for no EMA"),
     "loss.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "loss.target_entropy": (lambda v: v >= 0, "a number >= 0 (0: off)"),

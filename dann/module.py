@@ -35,7 +35,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
+from dann import sam
 from dann.checkpoints import carry_step_count
+from dann.errors import ConfigError
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
@@ -113,6 +115,7 @@ class DALightningModule(pl.LightningModule):
         partial = instantiate(schedule)
         self.lambda_schedule = functools.partial(partial.func, *partial.args, **partial.keywords)
         self.total_steps: int | None = None
+        self.sam_rho = float(optimizer.get("sam_rho") or 0.0)  # dann/sam.py
         self._step_logs: dict[str, torch.Tensor | float] | None = None  # training_step -> batch end
         self._train_predictions: list[tuple] = []  # see _update_train_accuracy
 
@@ -180,6 +183,7 @@ class DALightningModule(pl.LightningModule):
         n = len(x_s)
         p = self.progress()
         lambda_ = float(self.lambda_schedule(p))
+        sam = self._sam_ascent(x_s, y_s, x_t) if self.sam_rho else None
         features, logits = self._forward_training_batch(x_s, x_t)
         options = self.loss_options
         label_loss = F.cross_entropy(logits[:n], y_s, label_smoothing=options["label_smoothing"])
@@ -210,8 +214,25 @@ class DALightningModule(pl.LightningModule):
         if len(self._train_predictions) >= ACCURACY_BATCHES:
             self._update_train_accuracy()
         if not self.automatic_optimization:
-            self._optimize(loss)  # after train/lr is read: the rate this step trains with
+            self._optimize(loss, sam)  # after train/lr is read: the rate this step trains with
         return loss
+
+    def _sam_ascent(self, x_s, y_s, x_t) -> list:
+        """SAM's first half (dann/sam.py): the prediction path moved up its label loss's
+        gradient by optimizer.sam_rho; the step's loss is then computed there."""
+        if self.automatic_optimization:
+            raise ConfigError(
+                "optimizer.sam_rho needs the module's own optimiser step: drop "
+                "trainer.gradient_clip_val / accumulate_grad_batches (Lightning's loop), or sam_rho"
+            )
+        self.optimizers().zero_grad()
+        _, logits = self._forward_training_batch(x_s, x_t)
+        label_loss = F.cross_entropy(
+            logits[: len(x_s)], y_s, label_smoothing=self.loss_options["label_smoothing"]
+        )
+        self.manual_backward(label_loss)
+        params = [*self.feature_extractor.parameters(), *self.classifier.parameters()]
+        return sam.ascend(params, self.sam_rho)
 
     def _predict_training(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a training batch laid out as the step's (source rows, then target rows),
@@ -236,7 +257,7 @@ class DALightningModule(pl.LightningModule):
             or any(isinstance(c, GradientAccumulationScheduler) for c in trainer.callbacks)
         )
 
-    def _optimize(self, loss: torch.Tensor) -> None:
+    def _optimize(self, loss: torch.Tensor, sam_saved: list | None = None) -> None:
         """One optimiser step, in the order Lightning's automatic loop runs it (zero_grad,
         backward, step, then the per-step lr schedule), through Lightning's own wrappers, so the
         precision plugin (16-mixed's gradient scaling), DDP and global_step behave as under
@@ -247,6 +268,8 @@ class DALightningModule(pl.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
+        if sam_saved:
+            sam.restore(sam_saved)  # SAM: the gradients of w + e, applied to w
         optimizer.step()
         schedule = self.lr_schedulers()
         if schedule is not None:

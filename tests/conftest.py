@@ -12,6 +12,8 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+# every method= option: the tests that say "every method runs on this pair" take them all
+METHODS = sorted(path.stem for path in (CONFIGS / "method").glob("*.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,11 @@ METHODS = (
     "daan",
     "cdan",
     "cdan_e",
+    "dan",
+    "jan",
+    "mcc",
+    "bsp",
+    "vada",
 )
 # the paper's sigmoid warm-up to lambda = 4, so that the reversed domain gradient outweighs x1's
 # label value (for DANN the same run as its domain loss weighted 4: Adam does not see the scale)

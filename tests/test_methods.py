@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_and_recount
+from conftest import METHODS, run_and_recount
 from torch import nn
 
 from dann.methods import CDAN, DAAN, TargetOracle
@@ -17,7 +17,7 @@ from dann.methods.daan import dynamic_factor
 from dann.train import build
 
 
-@pytest.mark.parametrize("method", ["target_oracle", "daan", "cdan", "cdan_e"])
+@pytest.mark.parametrize("method", METHODS)
 def test_fast_dev_run(make_cfg, method):
     summary, recount = run_and_recount(make_cfg(f"method={method}", "trainer.fast_dev_run=true"))
     for key in ("test/source_acc", "test/target_acc"):  # what the tested weights score

@@ -85,12 +85,35 @@ BN_DROPOUT = [
     [
         ["method=dann"],
         ["method=daan"],
+        ["method=dan"],
+        ["method=jan"],
+        ["method=coral"],
+        ["method=mdd"],
+        ["method=afn"],
+        ["method=mcc"],
+        ["method=bsp"],
+        ["method=vada"],  # VAT draws random directions: the RNG state must resume too
+        ["method=cdan", *BN_DROPOUT, "optimizer.sam_rho=0.05"],
         ["method=dann", *BN_DROPOUT, "optimizer.ema_decay=0.9"],
         # the shifts are drawn when the batch reaches the device, before the callbacks'
         # on_train_batch_start (where the RNG states are restored): keyed on the position
         ["method=dann", "dataset.augment_shift=2", *BN_DROPOUT],
     ],
-    ids=["dann", "daan", "dann-bn-dropout-ema", "dann-augment-shift"],
+    ids=[
+        "dann",
+        "daan",
+        "dan",
+        "jan",
+        "coral",
+        "mdd",
+        "afn",
+        "mcc",
+        "bsp",
+        "vada",
+        "cdan-bn-dropout-sam",
+        "dann-bn-dropout-ema",
+        "dann-augment-shift",
+    ],
 )
 def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_dir, extra):
     from conftest import compose_cfg

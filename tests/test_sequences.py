@@ -5,7 +5,7 @@ pair; bad files fail before training, naming the file and the fix."""
 import numpy as np
 import pytest
 import torch
-from conftest import run_and_recount
+from conftest import METHODS, run_and_recount
 
 from dann.data import get_pair
 from dann.data.registry import UNLABELLED, PairSpec
@@ -95,9 +95,6 @@ def test_backbones_read_only_the_valid_steps(backbone):
     assert torch.allclose(alone, with_padding, atol=1e-5)
     assert with_padding.shape == (2, net.out_features)
     assert not torch.allclose(net(_masked(padded, 12)), with_padding, atol=1e-3)
-
-
-METHODS = ["dann", "daan", "cdan", "source_only", "target_oracle"]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,13 @@ from dann.data import DomainAdaptationDataModule, get_pair
 from dann.data.registry import UNLABELLED, PairSpec
 from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
-from tests.conftest import compose_cfg, load_script, run_and_recount, target_acc_by_method
+from tests.conftest import (
+    METHODS,
+    compose_cfg,
+    load_script,
+    run_and_recount,
+    target_acc_by_method,
+)
 
 LOAD = get_pair("table")
 
@@ -114,7 +120,7 @@ def test_target_training_batches_carry_no_labels(files):
 TABLE = ["dataset=table", "dataset.label=outcome", "trainer.fast_dev_run=true"]
 
 
-@pytest.mark.parametrize("method", ["dann", "daan", "cdan", "source_only", "target_oracle"])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_on_a_table(make_cfg, files, method):
     src, tgt = files
     cfg = make_cfg(*TABLE, f"dataset.source={src}", f"dataset.target={tgt}", f"method={method}")

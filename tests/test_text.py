@@ -21,6 +21,7 @@ from dann.data.text import PAD, UNKNOWN, token_ids
 from dann.errors import ConfigError, DataError, InvalidDataError
 from dann.train import run
 from tests.conftest import (
+    METHODS,
     load_script,
     module_from_checkpoint,
     recount_accuracy,
@@ -153,7 +154,6 @@ def test_vocabulary_travels_with_the_checkpoint_to_evaluate(make_cfg, files, tmp
     assert metrics["target"]["accuracy"] == pytest.approx(recount["target"], abs=1e-6)
 
 
-METHODS = ["dann", "daan", "cdan", "source_only", "target_oracle"]
 TEXT = ["dataset=text", "dataset.text_column=review", "dataset.label=sentiment"]
 
 
