@@ -37,9 +37,9 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from dann import sam
 from dann.checkpoints import carry_step_count
-from dann.errors import ConfigError
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
+from dann.errors import ConfigError
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
 from dann.losses import TermInputs, shared_terms, term_weights
 from dann.methods.base import AdaptationMethod

@@ -69,9 +69,9 @@ def test_one_step_is_the_hand_computed_sam_update(make_cfg):
             p.add_(0.05 * g / norm)
     features = m.feature_extractor(x)
     logits = m.classifier(features)
-    loss = F.cross_entropy(logits[:n], y_s) + m.method(features, logits, n, 0.7).losses[
-        "domain_loss"
-    ]
+    loss = (
+        F.cross_entropy(logits[:n], y_s) + m.method(features, logits, n, 0.7).losses["domain_loss"]
+    )
     everything = list(m.parameters())
     full = torch.autograd.grad(loss, everything, allow_unused=True)
     lr = 0.01  # sgd_paper's base rate, no annealing here
