@@ -56,6 +56,7 @@ from dann.models.norm import (
     set_domains,
 )
 from dann.schedules import lr_annealing
+from dann.step_logging import learning_rates, log_step_scalars
 
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, DomainBatchNorm)
 ACCURACY_BATCHES = 32  # training steps whose predictions reach the training accuracies at once
@@ -202,7 +203,7 @@ class DALightningModule(pl.LightningModule):
             "train/label_loss": label_loss.detach(),
             **{f"train/{k}": v.detach() for k, v in out.losses.items()},
             "train/lambda": lambda_ if self._uses_lambda else 0.0,
-            **_learning_rates(self.trainer.optimizers[0]),
+            **learning_rates(self.trainer.optimizers[0]),
             "train/progress": p,
         }
         # the training accuracies keep this step's predicted classes (argmax; logit > 0 for
@@ -322,30 +323,15 @@ class DALightningModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """Per-step scalars reach the loggers every trainer.log_every_n_steps, at the steps
         Lightning writes its own step metrics, handed straight to the loggers as Lightning's
-        writer does (same step and `epoch`, one device sync for all of them; public API only,
-        see `_writes_step_metrics`): self.log costs about half a millisecond of Python per value
+        writer does (`dann.step_logging`: same step and `epoch`, one device sync for all of them;
+        public API only): self.log costs about half a millisecond of Python per value
         (Lightning moves its result state each call), several times a small network's GPU step.
         At the last batch of an epoch (and under fast_dev_run) they go through self.log instead,
         so callback_metrics end every epoch with its last step's values, written by Lightning if
         that step is a logging step."""
         logs, self._step_logs = self._step_logs, None
-        if not logs:
-            return
-        trainer = self.trainer
-        if trainer.is_last_batch or trainer.fast_dev_run:
-            # floats as CPU tensors: Lightning would copy each Python float to the GPU (a sync)
-            logs = {
-                k: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float32)
-                for k, v in logs.items()
-            }
-            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch["source"][0]))
-        elif trainer.loggers and _writes_step_metrics(trainer, batch_idx):
-            # what Lightning's own write does: every logger, at step global_step - 1 (the
-            # optimiser steps before this batch's), with the epoch, then saved
-            values = {**_to_floats(logs), "epoch": trainer.current_epoch}
-            for logger in trainer.loggers:
-                logger.log_metrics(values, step=trainer.global_step - 1)
-                logger.save()
+        if logs:
+            log_step_scalars(self, logs, len(batch["source"][0]), batch_idx)
 
     def on_train_epoch_end(self):
         self._update_train_accuracy()
@@ -450,37 +436,3 @@ class DALightningModule(pl.LightningModule):
         checkpoint["val_metrics"] = {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
-
-
-def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """`train/lr`: the schedule's base rate (the last parameter group: heads and other new
-    layers, at optimizer.optim.lr times the annealing); where the backbone's group trains at
-    another rate (backbone.lr_mult != 1), that one as `train/lr_backbone`."""
-    groups = optimizer.param_groups
-    rates = {"train/lr": groups[-1]["lr"]}
-    if len(groups) > 1 and groups[0]["lr"] != groups[-1]["lr"]:
-        rates["train/lr_backbone"] = groups[0]["lr"]
-    return rates
-
-
-def _writes_step_metrics(trainer: pl.Trainer, batch_idx: int) -> bool:
-    """Whether Lightning writes its step metrics after batch `batch_idx` (not the last of its
-    epoch): after every trainer.log_every_n_steps-th optimiser step, and when the run is
-    stopping; never after a batch that only accumulates gradients (Lightning steps the
-    optimiser after every accumulate_grad_batches-th batch of an epoch, and after its last).
-    Read from the trainer's public state; tests/test_performance.py and test_lean_step.py
-    check the steps written against Lightning's rule."""
-    every = trainer.log_every_n_steps
-    if not every or (batch_idx + 1) % trainer.accumulate_grad_batches:
-        return False
-    return trainer.global_step % every == 0 or trainer.should_stop
-
-
-def _to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """Scalars (0-d tensors, on any device, and floats) as Python floats, with one device sync."""
-    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
-    floats = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
-    if tensors:
-        stacked = torch.stack([t.detach().float().reshape(()) for t in tensors.values()])
-        floats.update(zip(tensors, stacked.tolist(), strict=True))
-    return {k: floats[k] for k in values}

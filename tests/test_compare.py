@@ -53,3 +53,21 @@ def test_a_resumed_job_stays_in_its_group(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| method=dann | 2 | 0.6000 ± 0.1414 |" in proc.stdout
     assert "ckpt_path" not in proc.stdout
+
+
+def test_selection_cost_is_the_oracles_best_epoch_minus_the_selected_one(tmp_path):
+    for name, seed, picked, best in (("0", 1, 0.90, 0.95), ("1", 2, 0.93, 0.93)):
+        job = tmp_path / name
+        _job(tmp_path, name, ["method=dann", f"seed={seed}"], 0.9)
+        summary = {
+            "test/target_acc": 0.9,
+            "selected_val/target_acc": picked,
+            "selection": {"target_oracle": {"epoch": 7, "target_acc": best}},
+        }
+        (job / "summary.json").write_text(json.dumps(summary))
+    script = str(ROOT / "scripts" / "compare.py")
+    cmd = [sys.executable, script, str(tmp_path), "--metric", "selection_cost"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # costs 0.05 and 0.00: mean 0.025, sample std 0.0354
+    assert "| method=dann | 2 | 0.0250 ± 0.0354 |" in proc.stdout
