@@ -41,9 +41,9 @@ DEFAULTS = {"mcc_temperature": 2.5, "bsp_k": 1, "vat_radius": 3.5}
 VAT_XI = 1e-6  # the random direction's norm before the power iteration (the reference's)
 
 
-def _float(t: torch.Tensor) -> torch.Tensor:
-    """float32 for half-precision tensors (bf16 / fp16 autocast); float64 stays float64."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """t in float32, or float64 if it is (half and bfloat16, e.g. under autocast, promoted)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -52,12 +52,12 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
-    log_p = F.log_softmax(_float(logits), dim=1)
+    log_p = F.log_softmax(at_least_float32(logits), dim=1)
     return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
 def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
-    probs = F.softmax(_float(logits) / temperature, dim=1)
+    probs = F.softmax(at_least_float32(logits) / temperature, dim=1)
     weights = 1.0 + torch.exp(-entropy(probs).detach())
     weights = len(probs) * weights / weights.sum()
     confusion = (probs * weights[:, None]).T @ probs  # (C, C)
@@ -66,7 +66,7 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> t
 
 
 def batch_spectral_penalty(features: torch.Tensor, k: int = 1) -> torch.Tensor:
-    singular = torch.linalg.svdvals(_float(features))  # descending
+    singular = torch.linalg.svdvals(at_least_float32(features))  # descending
     return singular[:k].pow(2).sum()
 
 
@@ -84,13 +84,13 @@ def virtual_adversarial(
 ) -> torch.Tensor:
     """Per-row cross-entropy between softmax(logits) (detached) and the prediction of each
     row perturbed by its most sensitive direction of L2 norm `radius`."""
-    target = F.softmax(_float(logits.detach()), dim=1)
+    target = F.softmax(at_least_float32(logits.detach()), dim=1)
     inputs = inputs.detach()
     probe = (VAT_XI * _unit(torch.randn_like(inputs))).requires_grad_()
-    probe_loss = F.cross_entropy(_float(predict(inputs + probe)), target)
+    probe_loss = F.cross_entropy(at_least_float32(predict(inputs + probe)), target)
     (direction,) = torch.autograd.grad(probe_loss, probe)
     adversarial = inputs + radius * _unit(direction)
-    return F.cross_entropy(_float(predict(adversarial)), target, reduction="none")
+    return F.cross_entropy(at_least_float32(predict(adversarial)), target, reduction="none")
 
 
 @dataclass

@@ -28,9 +28,9 @@ Departures from the paper and tllib:
 
 from collections.abc import Sequence
 
+from dann.losses import at_least_float32
 from dann.methods.base import AdaptationMethod, AdaptationOutput
 from dann.methods.mmd import (
-    at_least_float32,
     check_alphas,
     float32_autocast_off,
     mmd2,

@@ -29,10 +29,10 @@ Departures from the paper and tllib:
 from collections.abc import Sequence
 
 from dann.errors import ConfigError
+from dann.losses import at_least_float32
 from dann.methods.base import AdaptationMethod, AdaptationOutput
 from dann.methods.dan import TLLIB_ALPHAS
 from dann.methods.mmd import (
-    at_least_float32,
     check_alphas,
     float32_autocast_off,
     gaussian_kernel,

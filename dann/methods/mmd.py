@@ -42,11 +42,6 @@ def float32_autocast_off(device: torch.device) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, enabled=False)
 
 
-def at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """t in float32, or float64 if it is (half and bfloat16 are promoted)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
     alphas = tuple(float(a) for a in alphas)
     if not alphas or any(not a > 0 for a in alphas):
