@@ -29,8 +29,13 @@ METHODS = (
     "jan",
     "mcc",
     "bsp",
-    "vada",
 )
+# Not listed, measured (docs/methods.md): CORAL (blind to this mean shift), MDD, AFN and VADA
+# (its VAT radius, 3.5, is sized for images) do not beat source-only at every seed with their
+# papers' settings; none is tuned on this test.
+# BSP's penalty is not weighted by lambda: at lambda = 0 it still acts (alone it reaches
+# 0.73 / 0.59 / 0.75), so its negative control is the negated reversal only.
+NOT_A_CONTROL = {("bsp", "zero_reversal")}
 # the paper's sigmoid warm-up to lambda = 4, so that the reversed domain gradient outweighs x1's
 # label value (for DANN the same run as its domain loss weighted 4: Adam does not see the scale)
 ADAPT = ("schedule=grl_sigmoid", "schedule.lambda_max=4")
@@ -129,7 +134,8 @@ def _controls(method: str) -> list[str]:
         target = {**yaml.safe_load((CONFIGS / "method" / f"{parent}.yaml").read_text()), **target}
         target["defaults"] = [d for d in target.get("defaults", []) if d != parent]
     reverses = get_class(target["_target_"]).reverses_gradient
-    return [c for c in CONTROLS if reverses or c != "negated_reversal"]
+    controls = [c for c in CONTROLS if reverses or c != "negated_reversal"]
+    return [c for c in controls if (method, c) not in NOT_A_CONTROL]
 
 
 @pytest.mark.parametrize("method, control", [(m, c) for m in METHODS for c in _controls(m)])
