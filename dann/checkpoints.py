@@ -136,6 +136,30 @@ def load_state_checked(module: torch.nn.Module, state_dict: dict, source: str) -
     module.load_state_dict(state_dict)
 
 
+NETWORK_PARTS = ("feature_extractor", "classifier", "method")
+
+
+def init_from_checkpoint(module: torch.nn.Module, path: str | os.PathLike) -> list[str]:
+    """`init_from=<ckpt>`: start from another run's weights, nothing else (no optimiser state,
+    schedule position or step count: the run trains as a new one). The feature extractor and
+    label classifier must fit exactly; the method's heads (discriminators) are taken where the
+    checkpoint has them with the same shapes, else left as initialised. Returns the parts taken."""
+    state = load_checkpoint(path)["state_dict"]
+    own = {k: v for k, v in module.state_dict().items() if k.startswith(NETWORK_PARTS)}
+    fits = {k for k, v in own.items() if k in state and state[k].shape == v.shape}
+    misfit = sorted(k for k in own if not k.startswith("method.") and k not in fits)
+    if misfit:
+        raise CheckpointError(
+            f"init_from={path}: its feature extractor and label classifier do not fit this "
+            f"model ({_listed(misfit)}); use the backbone= and dataset= of the run that wrote it"
+        )
+    method = [k for k in own if k.startswith("method.")]
+    method_fits = bool(method) and all(k in fits for k in method)
+    taken = {k: state[k] for k in fits if method_fits or not k.startswith("method.")}
+    module.load_state_dict(taken, strict=False)
+    return [p for p in NETWORK_PARTS if any(k.startswith(p + ".") for k in taken)]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file next to it, fsyncs, then renames it over
     the target (`os.replace` is atomic on POSIX and Windows)."""

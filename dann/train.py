@@ -24,7 +24,13 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from dann.callbacks import EMA, ModelSummary, ProgressBar
 from dann.callbacks.selection import SelectionValidators, format_report
-from dann.checkpoints import RunConfig, check_state_dict, load_checkpoint, resume_changes
+from dann.checkpoints import (
+    RunConfig,
+    check_state_dict,
+    init_from_checkpoint,
+    load_checkpoint,
+    resume_changes,
+)
 from dann.config_check import ORACLE_METRIC, validate
 from dann.data import DomainAdaptationDataModule
 from dann.errors import CheckpointError, ConfigError, DataError, users_error
@@ -224,6 +230,14 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
             save_tags(tags, cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
+    if cfg.get("init_from"):
+        if cfg.get("ckpt_path"):
+            raise ConfigError(
+                "init_from= starts a new run from another run's weights, ckpt_path= resumes a "
+                "run (or tests a checkpoint): give one of them"
+            )
+        parts = init_from_checkpoint(module, cfg.init_from)
+        log.info("init_from=%s: %s taken from it; a new schedule", cfg.init_from, ", ".join(parts))
     monitor = cfg.selection.metric
     if train:
         ckpt_path = resolve_ckpt_path(cfg, module)
