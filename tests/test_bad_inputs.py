@@ -32,7 +32,7 @@ CASES = {
         ["dataset/mnist_to_nowhere", "mnist_to_mnistm"],
     ),
     "unknown_backbone": (["backbone=lenet9"], 1, ["backbone/lenet9", "lenet_dann"]),
-    "unknown_method": (["method=dan"], 1, ["method/dan", "dann", "cdan"]),
+    "unknown_method": (["method=dnn"], 1, ["method/dnn", "dann", "cdan"]),
     # a misspelt existing key: the closest key, never Hydra's "use +trainer.max_epoch=3"
     "key_typo": (
         ["trainer.max_epoch=3"],
