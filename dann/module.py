@@ -184,16 +184,15 @@ class DALightningModule(pl.LightningModule):
         n = len(x_s)
         p = self.progress()
         lambda_ = float(self.lambda_schedule(p))
-        sam = self._sam_ascent(x_s, y_s, x_t) if self.sam_rho else None
+        sam_saved = self._sam_ascent(x_s, y_s, x_t) if self.sam_rho else None
         features, logits = self._forward_training_batch(x_s, x_t)
-        options = self.loss_options
-        label_loss = F.cross_entropy(logits[:n], y_s, label_smoothing=options["label_smoothing"])
+        label_loss = self._label_loss(logits[:n], y_s)
         out = self.method(features, logits, n, lambda_)
         if self.method.forwards_target:  # else refused by the config check
             batch = TermInputs(
                 lambda: torch.cat([x_s, x_t]), features, logits, n, self._predict_training
             )
-            out.losses.update(shared_terms(self.term_weights, options, batch))
+            out.losses.update(shared_terms(self.term_weights, self.loss_options, batch))
         loss = label_loss + sum(out.losses.values())
 
         # per-step scalars, kept until on_train_batch_end decides whether this step is logged:
@@ -215,7 +214,8 @@ class DALightningModule(pl.LightningModule):
         if len(self._train_predictions) >= ACCURACY_BATCHES:
             self._update_train_accuracy()
         if not self.automatic_optimization:
-            self._optimize(loss, sam)  # after train/lr is read: the rate this step trains with
+            # after train/lr is read: the rate this step trains with
+            self._optimize(loss, sam_saved)
         return loss
 
     def _sam_ascent(self, x_s, y_s, x_t) -> list:
@@ -228,12 +228,13 @@ class DALightningModule(pl.LightningModule):
             )
         self.optimizers().zero_grad()
         _, logits = self._forward_training_batch(x_s, x_t)
-        label_loss = F.cross_entropy(
-            logits[: len(x_s)], y_s, label_smoothing=self.loss_options["label_smoothing"]
-        )
-        self.manual_backward(label_loss)
+        self.manual_backward(self._label_loss(logits[: len(x_s)], y_s))
         params = [*self.feature_extractor.parameters(), *self.classifier.parameters()]
         return sam.ascend(params, self.sam_rho)
+
+    def _label_loss(self, source_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        smoothing = self.loss_options["label_smoothing"]
+        return F.cross_entropy(source_logits, labels, label_smoothing=smoothing)
 
     def _predict_training(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a training batch laid out as the step's (source rows, then target rows),

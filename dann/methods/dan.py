@@ -55,11 +55,15 @@ class DAN(AdaptationMethod):
         self.weight = float(weight)
         self.alphas = check_alphas(alphas)
 
+    def feature_kernel(self, features):
+        """The multi-kernel Gaussian kernel matrix of the feature rows (in float32 or wider; call
+        with autocast off)."""
+        return multi_gaussian_kernel(at_least_float32(features).flatten(1), self.alphas)
+
     def discrepancy(self, features, num_source):
         """MK-MMD^2 between the source rows and the target rows of `features`."""
         with float32_autocast_off(features.device):
-            kernel = multi_gaussian_kernel(at_least_float32(features).flatten(1), self.alphas)
-            return mmd2(kernel, num_source)
+            return mmd2(self.feature_kernel(features), num_source)
 
     def forward(self, features, logits, num_source, lambda_) -> AdaptationOutput:
         loss = lambda_ * self.weight * self.discrepancy(features, num_source)

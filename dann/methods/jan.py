@@ -30,19 +30,18 @@ from collections.abc import Sequence
 
 from dann.errors import ConfigError
 from dann.losses import at_least_float32
-from dann.methods.base import AdaptationMethod, AdaptationOutput
-from dann.methods.dan import TLLIB_ALPHAS
+from dann.methods.base import AdaptationOutput
+from dann.methods.dan import DAN, TLLIB_ALPHAS
 from dann.methods.mmd import (
-    check_alphas,
     float32_autocast_off,
     gaussian_kernel,
     mmd2,
-    multi_gaussian_kernel,
 )
 
 
-class JAN(AdaptationMethod):
-    weights_by_lambda = True
+class JAN(DAN):
+    """DAN's feature kernel times a Gaussian kernel on the predictions."""
+
     uses_target_logits = True  # the target predictions are half of the joint distribution
 
     def __init__(
@@ -53,9 +52,7 @@ class JAN(AdaptationMethod):
         alphas: Sequence[float] = TLLIB_ALPHAS,
         softmax_sigma: float = 0.92,
     ):
-        super().__init__()
-        self.weight = float(weight)
-        self.alphas = check_alphas(alphas)
+        super().__init__(in_features, num_classes, weight, alphas)
         if not softmax_sigma > 0:
             raise ConfigError(
                 f"method.softmax_sigma={softmax_sigma}: the softmax kernel's bandwidth must be "
@@ -66,7 +63,7 @@ class JAN(AdaptationMethod):
     def discrepancy(self, features, logits, num_source):
         """JMMD^2 between the source rows and the target rows of (features, softmax(logits))."""
         with float32_autocast_off(features.device):
-            kernel = multi_gaussian_kernel(at_least_float32(features).flatten(1), self.alphas)
+            kernel = self.feature_kernel(features)
             probs = at_least_float32(logits).softmax(dim=1)
             kernel = kernel * gaussian_kernel(probs, self.softmax_sigma)
             return mmd2(kernel, num_source)
