@@ -77,6 +77,8 @@ RANGES = {
     "loss.vat_source": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "loss.vat_target": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "loss.vat_radius": (lambda v: v > 0, "a number > 0"),
+    "loss.teacher": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "loss.teacher_interval": (lambda v: v >= 1 and v == int(v), "an integer >= 1 (steps)"),
     "dataset.augment_shift": (lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),
     "method.weight": (lambda v: v >= 0, "a number >= 0"),
     "backbone.lr_mult": (lambda v: v >= 0, "a number >= 0"),
@@ -129,14 +131,26 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_target_terms(tree: dict) -> None:
-    """A loss term needs a method that forwards target data in training (dann/losses.py)."""
+    """A loss term needs a method that forwards target data in training (dann/losses.py); a
+    refinement stage (DIRT-T) needs a trained start."""
+    from dann.losses import TERMS  # torch: imported by the caller already
+
     target = (tree.get("method") or {}).get("_target_")
-    if not target or getattr(get_class(target), "forwards_target", True):
+    if not target:
+        return
+    cls = get_class(target)
+    name = target.rsplit(".", 1)[-1]
+    if getattr(cls, "refines", False) and not (tree.get("init_from") or tree.get("ckpt_path")):
+        raise ConfigError(
+            f"method={name} refines a trained model on the target alone and needs one to start "
+            "from: init_from=<checkpoint of a run on this pair> (e.g. a VADA or DANN run's "
+            "<run dir>/checkpoints/last.ckpt); see experiment=dirt_t_mnist_to_mnistm"
+        )
+    if getattr(cls, "forwards_target", True):
         return
     loss = tree.get("loss") or {}
-    for term in ("target_entropy", "mcc", "bsp", "vat_source", "vat_target"):
+    for term in TERMS:
         if loss.get(term):
-            name = target.rsplit(".", 1)[-1]
             raise ConfigError(
                 f"loss.{term}={loss[term]} would be ignored: the method ({name}) never forwards "
                 "target data in training, so its predictions and features are not there to "

@@ -28,6 +28,10 @@ rows first, then target rows); VAT forwards the inputs twice more.
   prediction of the perturbed input, averaged over the domain's rows. Both forwards run the
   network in training mode, as the reference does (its BatchNorm statistics see the perturbed
   batches too); source and target rows are perturbed together, each row by its own vector.
+- `teacher`: DIRT-T's refinement term (Shu et al., ICLR 2018; reference: RuiShu/dirt-t
+  `codebase/models/dirtt.py`, `train.py`): KL(teacher || student) of the target predictions,
+  where the teacher is a frozen copy of the network refreshed every `teacher_interval`
+  optimiser steps (`dann.teacher.Teacher`, held by the module while the weight is not 0).
 """
 
 from collections.abc import Callable
@@ -36,8 +40,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-TERMS = ("target_entropy", "mcc", "bsp", "vat_source", "vat_target")
-DEFAULTS = {"mcc_temperature": 2.5, "bsp_k": 1, "vat_radius": 3.5}
+TERMS = ("target_entropy", "mcc", "bsp", "vat_source", "vat_target", "teacher")
+DEFAULTS = {"mcc_temperature": 2.5, "bsp_k": 1, "vat_radius": 3.5, "teacher_interval": 5000}
+# the terms that read the predictions of the target rows (the module then classifies them)
+READ_LOGITS = ("target_entropy", "mcc", "vat_source", "vat_target", "teacher")
 VAT_XI = 1e-6  # the random direction's norm before the power iteration (the reference's)
 
 
@@ -93,6 +99,14 @@ def virtual_adversarial(
     return F.cross_entropy(at_least_float32(predict(adversarial)), target, reduction="none")
 
 
+def teacher_divergence(teacher_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of KL(softmax(teacher_logits) || softmax(logits)); the teacher's side is
+    a constant (no gradient reaches it)."""
+    log_t = F.log_softmax(at_least_float32(teacher_logits.detach()), dim=1)
+    log_s = F.log_softmax(at_least_float32(logits), dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=1).mean()
+
+
 @dataclass
 class TermInputs:
     """What the terms see of a training step: the rows' inputs, features and logits (source
@@ -102,7 +116,9 @@ class TermInputs:
     features: torch.Tensor
     logits: torch.Tensor
     num_source: int
-    predict: Callable[[torch.Tensor], torch.Tensor]
+    # the network's training-mode logits for inputs whose first `num_source` rows are source
+    predict: Callable[[torch.Tensor, int], torch.Tensor]
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None  # its logits, without gradient
 
 
 def term_weights(loss: dict, method_terms: dict[str, float]) -> dict[str, float]:
@@ -119,6 +135,8 @@ def shared_terms(weights: dict, options: dict, batch: TermInputs) -> dict[str, t
     """The weighted terms whose weight is not 0, by name (logged as train/<name>)."""
     n = batch.num_source
     terms = {}
+    needs_inputs = weights["vat_source"] or weights["vat_target"] or weights["teacher"]
+    inputs = batch.inputs() if needs_inputs else None
     if weights["target_entropy"]:
         terms["target_entropy"] = weights["target_entropy"] * mean_entropy(batch.logits[n:])
     if weights["mcc"]:
@@ -129,10 +147,23 @@ def shared_terms(weights: dict, options: dict, batch: TermInputs) -> dict[str, t
         penalty = batch_spectral_penalty(f[:n], k) + batch_spectral_penalty(f[n:], k)
         terms["bsp"] = weights["bsp"] * penalty
     if weights["vat_source"] or weights["vat_target"]:
-        per_row = virtual_adversarial(
-            batch.predict, batch.inputs(), batch.logits, options["vat_radius"]
-        )
-        for name, rows in (("vat_source", per_row[:n]), ("vat_target", per_row[n:])):
+        # only the rows of the domains whose weight is not 0 are perturbed
+        lo = 0 if weights["vat_source"] else n
+        hi = len(inputs) if weights["vat_target"] else n
+        num_source = n - lo
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            return batch.predict(x, num_source)
+
+        logits = batch.logits[lo:hi]
+        per_row = virtual_adversarial(predict, inputs[lo:hi], logits, options["vat_radius"])
+        for name, rows in (
+            ("vat_source", per_row[:num_source]),
+            ("vat_target", per_row[num_source:]),
+        ):
             if weights[name]:
                 terms[name] = weights[name] * rows.mean()
+    if weights["teacher"]:
+        divergence = teacher_divergence(batch.teacher(inputs[n:]), batch.logits[n:])
+        terms["teacher"] = weights["teacher"] * divergence
     return terms

@@ -41,7 +41,7 @@ from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.errors import ConfigError
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
-from dann.losses import TermInputs, shared_terms, term_weights
+from dann.losses import READ_LOGITS, TermInputs, shared_terms, term_weights
 from dann.methods.base import AdaptationMethod
 from dann.models.heads import mlp_head
 from dann.models.init import init_weights
@@ -57,6 +57,7 @@ from dann.models.norm import (
 )
 from dann.schedules import lr_annealing
 from dann.step_logging import learning_rates, log_step_scalars
+from dann.teacher import Teacher
 
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, DomainBatchNorm)
 ACCURACY_BATCHES = 32  # training steps whose predictions reach the training accuracies at once
@@ -103,11 +104,16 @@ class DALightningModule(pl.LightningModule):
         self.loss_options = {"label_smoothing": 0.0, **LOSS_DEFAULTS, **(loss or {})}
         # the shared terms (dann/losses.py): the config's weights, else the method's own
         self.term_weights = term_weights(self.loss_options, self.method.loss_terms())
+        # DIRT-T's teacher (the `teacher` term): a frozen copy of the prediction path
+        self.teacher = None
+        if self.term_weights["teacher"]:
+            interval = self.loss_options["teacher_interval"]
+            self.teacher = Teacher(self.feature_extractor, self.classifier, interval)
         # the target rows' logits in training: for the method, a term on the predictions, or
         # the classifier's BatchNorm statistics (which would otherwise see the source alone)
         self._classifies_target_rows = bool(
             self.method.uses_target_logits
-            or any(v for k, v in self.term_weights.items() if k != "bsp")
+            or any(self.term_weights[t] for t in READ_LOGITS)
             or any(isinstance(m, BATCH_NORMS) for m in self.classifier.modules())
         )
         self._uses_lambda = self.method.reverses_gradient or self.method.weights_by_lambda
@@ -189,11 +195,22 @@ class DALightningModule(pl.LightningModule):
         label_loss = self._label_loss(logits[:n], y_s)
         out = self.method(features, logits, n, lambda_)
         if self.method.forwards_target:  # else refused by the config check
+            if self.teacher is not None:
+                self.teacher.refresh_if_due(
+                    self.global_step, self.feature_extractor, self.classifier
+                )
             batch = TermInputs(
-                lambda: torch.cat([x_s, x_t]), features, logits, n, self._predict_training
+                lambda: torch.cat([x_s, x_t]),
+                features,
+                logits,
+                n,
+                self._predict_training,
+                self.teacher,
             )
             out.losses.update(shared_terms(self.term_weights, self.loss_options, batch))
-        loss = label_loss + sum(out.losses.values())
+        # a method trained on the target alone (DIRT-T's refinement) only reports the label loss
+        trained_label_loss = label_loss if self.method.forwards_source else 0.0
+        loss = trained_label_loss + sum(out.losses.values())
 
         # per-step scalars, kept until on_train_batch_end decides whether this step is logged:
         # detached tensors (no .item(), so nothing waits for the GPU) and plain floats
@@ -221,6 +238,11 @@ class DALightningModule(pl.LightningModule):
     def _sam_ascent(self, x_s, y_s, x_t) -> list:
         """SAM's first half (dann/sam.py): the prediction path moved up its label loss's
         gradient by optimizer.sam_rho; the step's loss is then computed there."""
+        if not self.method.forwards_source:
+            raise ConfigError(
+                "optimizer.sam_rho: SAM acts on the source label loss, which this method does not "
+                "train on (it refines on the target alone); drop optimizer.sam_rho"
+            )
         if self.automatic_optimization:
             raise ConfigError(
                 "optimizer.sam_rho needs the module's own optimiser step: drop "
@@ -236,9 +258,14 @@ class DALightningModule(pl.LightningModule):
         smoothing = self.loss_options["label_smoothing"]
         return F.cross_entropy(source_logits, labels, label_smoothing=smoothing)
 
-    def _predict_training(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a training batch laid out as the step's (source rows, then target rows),
-        in training mode: the extra forwards of VAT."""
+    def _predict_training(self, x: torch.Tensor, num_source: int) -> torch.Tensor:
+        """Training-mode logits of inputs whose first `num_source` rows are source, the rest
+        target: the extra forwards of VAT."""
+        if self._norms:
+            if 0 < num_source < len(x):
+                set_domains(self._norms, split=num_source)
+            else:
+                set_domains(self._norms, None, SOURCE if num_source else TARGET)
         return self.classifier(self.features(x))
 
     @property
@@ -304,6 +331,8 @@ class DALightningModule(pl.LightningModule):
         (BatchNorm statistics included); its domain classifier still sees them, detached."""
         # the discriminators see source rows then target rows, whatever the method forwards
         set_domains(self._discriminator_norms, split=len(x_s))
+        if not self.method.forwards_source:
+            return self._forward_target_alone(x_s, x_t)
         if self.method.forwards_target:
             if self._norms:
                 set_domains(self._norms, split=len(x_s))
@@ -319,6 +348,20 @@ class DALightningModule(pl.LightningModule):
         with torch.no_grad(), eval_mode(*layers):
             features_t = self.features(x_t)
             logits_t = self.classifier(features_t)
+        return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
+
+    def _forward_target_alone(self, x_s, x_t) -> tuple[torch.Tensor, torch.Tensor]:
+        """A method that trains on the target alone (`forwards_source = False`, DIRT-T's
+        refinement): the source rows from an eval-mode forward without gradient (for the logged
+        label loss and accuracy), the target rows in training mode, as one domain's batch."""
+        layers = (self.feature_extractor, self.classifier)
+        with torch.no_grad(), eval_mode(*layers):
+            features_s = self.features(x_s, SOURCE)
+            logits_s = self.classifier(features_s)
+        if self._norms:
+            set_domains(self._norms, None, TARGET)
+        features_t = self.features(x_t)
+        logits_t = self.classifier(features_t)
         return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -413,7 +456,8 @@ class DALightningModule(pl.LightningModule):
         slow_ids = {id(p) for p in slow}
         groups = [
             {"params": slow, "lr": cfg["optim"]["lr"] * self.hparams.backbone.get("lr_mult", 1.0)},
-            {"params": [p for p in self.parameters() if id(p) not in slow_ids]},
+            # not the frozen ones (DIRT-T's teacher)
+            {"params": [p for p in self.parameters() if id(p) not in slow_ids and p.requires_grad]},
         ]
         opt = instantiate(cfg["optim"])(groups)
         anneal = cfg.get("lr_annealing")

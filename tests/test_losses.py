@@ -113,4 +113,5 @@ def test_term_weights_config_overrides_the_method_null_defers_to_it():
         "bsp": 0.0,  # neither
         "vat_source": 1.0,  # absent from the config: the method's
         "vat_target": 0.0,  # 0 in the config turns the method's off
+        "teacher": 0.0,
     }

@@ -70,6 +70,7 @@ def test_vada_brings_its_terms_and_the_config_overrides_them(make_cfg):
         "bsp": 0.0,
         "vat_source": 1.0,
         "vat_target": 0.01,
+        "teacher": 0.0,
     }
     module = build(make_cfg("method=vada", "loss.vat_source=0", "loss.mcc=1"))[1]
     assert module.term_weights["vat_source"] == 0.0 and module.term_weights["mcc"] == 1.0

@@ -8,6 +8,7 @@ from dann.methods.coral import CORAL
 from dann.methods.daan import DAAN
 from dann.methods.dan import DAN
 from dann.methods.dann import DANN
+from dann.methods.dirt_t import DIRTT
 from dann.methods.jan import JAN
 from dann.methods.mcc import MCC
 from dann.methods.mdd import MDD
@@ -23,6 +24,7 @@ __all__ = [
     "DAAN",
     "DAN",
     "DANN",
+    "DIRTT",
     "JAN",
     "MCC",
     "MDD",

@@ -45,6 +45,11 @@ class AdaptationMethod(nn.Module):
     # the target rows in training, unless the classifier has BatchNorm (its statistics see
     # both domains) or the target entropy term needs them
     uses_target_logits = True
+    # False for a refinement stage that trains on the target alone (DIRT-T): the module then
+    # forwards the source rows in eval mode, without gradient (their label loss is logged only)
+    forwards_source = True
+    # True for a refinement stage that needs a trained start (DIRT-T): init_from=<checkpoint>
+    refines = False
 
     def forward(
         self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float
