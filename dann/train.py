@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from dann.callbacks import EMA, ModelSummary, ProgressBar
 from dann.callbacks.selection import SelectionValidators, format_report
 from dann.checkpoints import (
+    RUN_CONFIG,
     RunConfig,
     check_state_dict,
     init_from_checkpoint,
@@ -136,6 +137,26 @@ def resolve_deterministic(cfg: DictConfig) -> bool:
     return bool(deterministic)
 
 
+def start_from(cfg: DictConfig, module: DALightningModule, resumed: str | None) -> None:
+    """init_from=<ckpt>: a new run starts from another run's weights. A resumed run
+    (ckpt_path=) restores everything from its own checkpoint instead, so init_from= may only
+    repeat the one that run started from (its overrides, given again)."""
+    init_from = cfg.get("init_from")
+    if not init_from:
+        return
+    if cfg.get("ckpt_path"):
+        started = load_checkpoint(resumed).get(RUN_CONFIG, {}).get("init_from") if resumed else None
+        if started != init_from:
+            raise ConfigError(
+                "init_from= starts a new run from another run's weights, ckpt_path= resumes a "
+                f"run (or tests a checkpoint), and the run resumed did not start from {init_from}: "
+                "give one of them"
+            )
+        return
+    parts = init_from_checkpoint(module, init_from)
+    log.info("init_from=%s: %s taken from it; a new schedule", init_from, ", ".join(parts))
+
+
 def resolve_ckpt_path(cfg: DictConfig, module: DALightningModule) -> str | None:
     """The checkpoint to resume from, checked against the model; None for a fresh run.
     `last` is the newest of the run's last.ckpt (end of an epoch) and interrupted.ckpt."""
@@ -230,20 +251,14 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
             save_tags(tags, cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
-    if cfg.get("init_from"):
-        if cfg.get("ckpt_path"):
-            raise ConfigError(
-                "init_from= starts a new run from another run's weights, ckpt_path= resumes a "
-                "run (or tests a checkpoint): give one of them"
-            )
-        parts = init_from_checkpoint(module, cfg.init_from)
-        log.info("init_from=%s: %s taken from it; a new schedule", cfg.init_from, ", ".join(parts))
     monitor = cfg.selection.metric
     if train:
         ckpt_path = resolve_ckpt_path(cfg, module)
+        start_from(cfg, module, ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         best_path, val_at_best = _selected_checkpoint(trainer, monitor)
     else:
+        start_from(cfg, module, None)  # init_from= has nothing to start: refused
         best_path, val_at_best = _checkpoint_to_test(cfg, module)
         # nothing trained, nothing to save (nor the tested run's checkpoint records to restore)
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
