@@ -19,7 +19,8 @@ Departures:
 - VAT perturbs the normalised inputs the network sees (radius 3.5 is relative to the
   reference's instance-normalised images; for other scalings `loss.vat_radius` may need to
   follow);
-- DIRT-T's refinement stage (a teacher and its KL term on the target) is not part of this class.
+- DIRT-T's refinement stage (a teacher and its KL term on the target) is its own method,
+  `method=dirt_t` (dann/methods/dirt_t.py), run from a VADA checkpoint with `init_from=`.
 """
 
 from dann.methods.dann import DANN
