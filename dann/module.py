@@ -29,7 +29,7 @@ import functools
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from pytorch_lightning.callbacks import GradientAccumulationScheduler
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -55,6 +55,7 @@ from dann.models.norm import (
     recompute_statistics,
     set_domains,
 )
+from dann.open_set import OpenSetEvaluation
 from dann.schedules import lr_annealing
 from dann.step_logging import learning_rates, log_step_scalars
 from dann.teacher import Teacher
@@ -73,22 +74,30 @@ class DALightningModule(pl.LightningModule):
         num_classes: int,
         norm: dict | None = None,
         loss: dict | None = None,
+        label_sets: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.feature_extractor = instantiate(backbone["features"], _convert_="all")
         width = self.feature_extractor.out_features
         head = backbone["classifier"]
+        # num_classes: the pair's; the model tells the source's apart (all, unless label_sets
+        # says otherwise: dann/data/label_sets.py), and a method with an unknown output (OSBP)
+        # adds one
+        if label_sets:
+            num_classes = len(label_sets["source"])
+        outputs = num_classes + int(get_class(method["_target_"]).unknown_output)
         self.classifier = mlp_head(
             width,
             head["hidden"],
-            num_classes,
+            outputs,
             head.get("dropout", 0.0),
             head.get("batch_norm", False),
         )
         self.method: AdaptationMethod = instantiate(
             method, in_features=width, num_classes=num_classes, _convert_="all"
         )
+        self.method.attach(self.classifier)
         # backbone.init: he for the paper nets trained from scratch (dann/models/init.py)
         init_weights((self.feature_extractor, self.classifier, self.method), backbone.get("init"))
         self.norm = {"mode": "joint", "eval_stats": "shared", "adabn_samples": None, **(norm or {})}
@@ -127,7 +136,7 @@ class DALightningModule(pl.LightningModule):
         self._train_predictions: list[tuple] = []  # see _update_train_accuracy
 
         def acc(validate_args: bool = True):
-            return MulticlassAccuracy(num_classes, average="micro", validate_args=validate_args)
+            return MulticlassAccuracy(outputs, average="micro", validate_args=validate_args)
 
         # training metrics skip the input checks: on a GPU the label range check (torch.unique)
         # waits for the device; the inputs are the module's own predictions and labels
@@ -137,6 +146,10 @@ class DALightningModule(pl.LightningModule):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch logs the same
         self.eval_acc = torch.nn.ModuleDict({d: acc() for d in DOMAINS})
         self.eval_domain_acc = BinaryAccuracy()
+        # the target holds classes the source lacks (dann/data/label_sets.py): its metrics
+        self.open_set = None
+        if label_sets and label_sets["setting"] in ("open_set", "universal"):
+            self.open_set = OpenSetEvaluation(num_classes, label_sets.get("unknown_threshold", 0.5))
 
         self.channels_last = bool(backbone.get("channels_last", False))
         if self.channels_last:  # 4-D weights only; everything else is unaffected
@@ -193,7 +206,8 @@ class DALightningModule(pl.LightningModule):
         sam_saved = self._sam_ascent(x_s, y_s, x_t) if self.sam_rho else None
         features, logits = self._forward_training_batch(x_s, x_t)
         label_loss = self._label_loss(logits[:n], y_s)
-        out = self.method(features, logits, n, lambda_)
+        labels = {"source_labels": y_s} if self.method.uses_source_labels else {}
+        out = self.method(features, logits, n, lambda_, **labels)
         if self.method.forwards_target:  # else refused by the config check
             if self.teacher is not None:
                 self.teacher.refresh_if_due(
@@ -256,7 +270,8 @@ class DALightningModule(pl.LightningModule):
 
     def _label_loss(self, source_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.loss_options["label_smoothing"]
-        return F.cross_entropy(source_logits, labels, label_smoothing=smoothing)
+        weight = self.method.label_class_weights()  # PADA's class weights: a weighted mean
+        return F.cross_entropy(source_logits, labels, weight=weight, label_smoothing=smoothing)
 
     def _predict_training(self, x: torch.Tensor, num_source: int) -> torch.Tensor:
         """Training-mode logits of inputs whose first `num_source` rows are source, the rest
@@ -393,7 +408,9 @@ class DALightningModule(pl.LightningModule):
         metric = self.eval_acc[domain]
         logits = self.classifier(features)
         known = y != UNLABELLED  # a target file without labels: its accuracy is not reported
-        if known.all():
+        if known.all() and domain == "target" and self.open_set is not None:
+            self.open_set.update(logits, y)  # logged at the epoch's end (_eval_epoch_end)
+        elif known.all():
             metric(logits, y)
             self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
         d = self.method.domain_logits(features, logits=logits)
@@ -414,6 +431,9 @@ class DALightningModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
+        scores = self.open_set.compute() if self.open_set is not None else None
+        for name, value in (scores or {}).items():  # reduced across processes by torchmetrics
+            self.log(f"{stage}/target_{name}", value, sync_dist=True)
 
     def _adapt_statistics(self) -> None:
         """AdaBN (norm.eval_stats=adabn): each domain's BatchNorm statistics re-estimated from

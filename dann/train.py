@@ -34,6 +34,7 @@ from dann.checkpoints import (
 )
 from dann.config_check import ORACLE_METRIC, validate
 from dann.data import DomainAdaptationDataModule
+from dann.data.label_sets import LabelSets
 from dann.errors import CheckpointError, ConfigError, DataError, users_error
 from dann.extras import print_config, run_tags, save_tags
 from dann.host import keep_freed_memory
@@ -74,6 +75,7 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
     )
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone["channels_last"] = channels_last
+    label_sets = label_sets_of(cfg, method_cls)
     try:
         module = DALightningModule(
             backbone=backbone,
@@ -83,6 +85,9 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
             num_classes=cfg.dataset.num_classes,
             norm=OmegaConf.to_container(cfg.norm, resolve=True),
             loss=OmegaConf.to_container(cfg.loss, resolve=True),
+            label_sets=None
+            if label_sets.setting == "closed"
+            else {**label_sets.as_dict(), "unknown_threshold": cfg.get("unknown_threshold", 0.5)},
         )
     except Exception as e:
         both = _with_missing_data(datamodule, e)
@@ -135,6 +140,31 @@ def resolve_deterministic(cfg: DictConfig) -> bool:
     if deterministic is None:
         return cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
     return bool(deterministic)
+
+
+def label_sets_of(cfg: DictConfig, method_cls: type) -> LabelSets:
+    """The classes each domain holds (dataset.source_classes / target_classes), checked against
+    the pair and the method before anything trains."""
+    dataset = cfg.dataset
+    sets = LabelSets.from_config(
+        dataset.get("source_classes"), dataset.get("target_classes"), dataset.num_classes
+    )
+    if sets.setting not in method_cls.settings:
+        fits = {
+            "closed": "neither class list",
+            "partial": "dataset.target_classes=[...] (a subset of the source's)",
+            "open_set": "dataset.source_classes=[...] (the target keeps classes the source lacks)",
+            "universal": "both lists (each domain with classes the other lacks)",
+        }
+        how = " or ".join(fits[s] for s in method_cls.settings)
+        named = " / ".join(s.replace("_", "-") for s in method_cls.settings)
+        raise ConfigError(
+            f"{method_cls.__name__} is a method for {named} adaptation, "
+            f"and this run is {sets.setting.replace('_', '-')} (source classes "
+            f"{list(sets.source)}, target classes {list(sets.target)}): set {how}, or pick "
+            "another method"
+        )
+    return sets
 
 
 def start_from(cfg: DictConfig, module: DALightningModule, resumed: str | None) -> None:
@@ -278,6 +308,10 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         "selected_val/target_acc": val_at_best.get("val/target_acc"),
         "test/source_acc": test.get("test/source_acc"),
         "test/target_acc": test.get("test/target_acc"),
+        # open-set / universal (dann/open_set.py): the setting's own metrics
+        **{
+            k: v for k, v in test.items() if k.startswith("test/target_") and k != "test/target_acc"
+        },
         "checkpoint": best_path,
         "log_dir": log_dirs[0] if log_dirs else None,  # the first logger's
     }
@@ -311,7 +345,7 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
 
     log.info(
         "SUMMARY best %s=%s%s | val/target_acc at that checkpoint=%s (oracle, reporting only) | "
-        "test source_acc=%s target_acc=%s | checkpoint=%s | logs=%s",
+        "test source_acc=%s target_acc=%s%s | checkpoint=%s | logs=%s",
         monitor,
         fmt(summary[f"selected_{monitor}"]),
         " (ORACLE selection: picked with target labels, not a domain-adaptation result)"
@@ -320,6 +354,9 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         fmt(summary["selected_val/target_acc"]),
         fmt(summary["test/source_acc"]),
         fmt(summary["test/target_acc"]),
+        f" H-score={fmt(summary['test/target_h_score'])}"
+        if "test/target_h_score" in summary
+        else "",
         summary["checkpoint"],
         ", ".join(log_dirs) or None,
     )

@@ -12,6 +12,11 @@ from tests.conftest import CONFIGS
 # pairs whose model size is read from the user's files (dataset.source / dataset.target, or
 # folder's class folders): no default files to read
 SIZED_BY_USER_FILES = {"table", "sequences", "text", "folder"}
+# methods for one label-set setting compose with a pair cut to it (dann/data/label_sets.py)
+SETTING_OF = {
+    "pada": ["dataset.target_classes=[0,1,2,3,4]"],
+    "osbp": ["dataset.source_classes=[0,1,2,3,4,5]"],
+}
 GROUP_OPTIONS = [
     (group.name, option.stem)
     for group in sorted(p for p in CONFIGS.iterdir() if p.is_dir())
@@ -30,7 +35,7 @@ def test_option_composes_and_instantiates(make_cfg, group, option):
         pytest.skip("sized from the user's files: see test_{tables,sequences,text,folder_pairs}")
     if group == "backbone" and option == "gru_tokens":
         pytest.skip("reads dataset=text representation=tokens ids: built in tests/test_text.py")
-    cfg = make_cfg(f"{group}={option}")
+    cfg = make_cfg(f"{group}={option}", *(SETTING_OF.get(option, []) if group == "method" else []))
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator = "cpu"  # composes as written; instantiate what can run here
     if cfg.backbone.features.get("pretrained"):
@@ -55,7 +60,10 @@ def test_option_composes_and_instantiates(make_cfg, group, option):
     if cfg.dataset.image_size:
         size = cfg.dataset.image_size
         x = torch.zeros(2, cfg.dataset.channels, size, size)
-        assert module(x).shape == (2, cfg.dataset.num_classes)
+        # the source's classes (all, unless a label set keeps fewer), + "unknown" for OSBP
+        known = len(cfg.dataset.source_classes or range(cfg.dataset.num_classes))
+        outputs = known + int(module.method.unknown_output)
+        assert module(x).shape == (2, outputs)
 
 
 def test_unknown_option_lists_choices(make_cfg):

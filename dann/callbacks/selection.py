@@ -28,6 +28,7 @@ from dann.data.datamodule import DOMAINS
 log = logging.getLogger(__name__)
 
 ORACLE = "val/target_acc"
+H_SCORE = "val/target_h_score"  # logged where the target holds unknown classes (dann/open_set.py)
 SOURCE_ACC = "val/source_acc"
 SCORES = (
     "val/reverse_acc",
@@ -129,6 +130,11 @@ class SelectionValidators(pl.Callback):
                 "score": pick[metric],
                 "target_acc": pick[ORACLE],
             }
+            # open-set / universal: the H-score there, and how far below the run's best it is
+            if all(H_SCORE in h for h in epochs):
+                best = max(h[H_SCORE] for h in epochs)
+                rows[name]["target_h_score"] = pick[H_SCORE]
+                rows[name]["target_h_score_cost"] = best - pick[H_SCORE]
         return rows
 
     def state_dict(self) -> dict:
@@ -148,11 +154,14 @@ def format_report(rows: dict[str, dict]) -> str:
     if not rows:
         return "(no validation epochs recorded)"
     best = rows.get("target_oracle", {}).get("target_acc")
-    lines = [f"{'validator':<22} {'metric':<16} {'epoch':>5} {'val target_acc':>14}  cost"]
+    open_set = all("target_h_score" in r for r in rows.values())
+    header = f"{'validator':<22} {'metric':<16} {'epoch':>5} {'val target_acc':>14}  cost"
+    lines = [header + ("     val H-score  cost below the run's best" if open_set else "")]
     for name, r in rows.items():
         cost = f"{best - r['target_acc']:+.4f}" if best is not None else ""
         label = name + (" (oracle)" if name == "target_oracle" else "")
-        lines.append(
-            f"{label:<22} {r['metric']:<16} {r['epoch']:>5} {r['target_acc']:>14.4f}  {cost}"
-        )
+        line = f"{label:<22} {r['metric']:<16} {r['epoch']:>5} {r['target_acc']:>14.4f}  {cost}"
+        if open_set:
+            line += f"  {r['target_h_score']:>14.4f}  {r['target_h_score_cost']:+.4f}"
+        lines.append(line)
     return "\n".join(lines)

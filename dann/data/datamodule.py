@@ -29,6 +29,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from dann.data.download import fetch
+from dann.data.label_sets import LabelSets
 from dann.data.registry import UNLABELLED, DomainData, PairData, PairSpec, Split, get_pair
 from dann.data.sources import sources_for
 from dann.errors import ConfigError, InvalidDataError
@@ -180,6 +181,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         train_on_target_labels: bool = False,
         download: bool = False,
         mirrors: list[str] | tuple[str, ...] = (),
+        source_classes: list[int] | None = None,
+        target_classes: list[int] | None = None,
         **options,
     ):
         """`options`: pair-specific keys of the dataset config, handed to the pair's loader.
@@ -191,7 +194,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         (0: no augmentation).
         `train_on_target_labels` is for the target oracle only (an upper bound).
         `download`: fetch and verify the pair's files into `root` first (dann.data.sources),
-        trying `mirrors` (base URLs) before the built-in ones."""
+        trying `mirrors` (base URLs) before the built-in ones.
+        `source_classes`, `target_classes`: the classes each domain keeps (null: all), for
+        partial, open-set and universal adaptation (dann.data.label_sets)."""
         super().__init__()
         self.save_hyperparameters()
         self.loader = get_pair(name)  # unknown names fail here, before any data is read
@@ -234,6 +239,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                 f"{pair.num_classes} (null: read from the data), or use data with the classes "
                 "the model was trained on"
             )
+        sets = LabelSets.from_config(hp.source_classes, hp.target_classes, pair.num_classes)
+        pair = sets.apply(pair)
         pair = replace(pair, source=self._adapt(pair.source), target=self._adapt(pair.target))
         if hp.train_on_target_labels:
             log.warning("TARGET ORACLE: the labelled training stream is the target training set")

@@ -12,6 +12,8 @@ from dann.methods.dirt_t import DIRTT
 from dann.methods.jan import JAN
 from dann.methods.mcc import MCC
 from dann.methods.mdd import MDD
+from dann.methods.osbp import OSBP
+from dann.methods.pada import PADA
 from dann.methods.source_only import SourceOnly
 from dann.methods.target_oracle import TargetOracle
 from dann.methods.vada import VADA
@@ -28,6 +30,8 @@ __all__ = [
     "JAN",
     "MCC",
     "MDD",
+    "OSBP",
+    "PADA",
     "VADA",
     "AdaptationMethod",
     "AdaptationOutput",

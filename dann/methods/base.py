@@ -50,11 +50,26 @@ class AdaptationMethod(nn.Module):
     forwards_source = True
     # True for a refinement stage that needs a trained start (DIRT-T): init_from=<checkpoint>
     refines = False
+    # True when the label classifier has an extra output for "unknown" (OSBP): K + 1 logits
+    unknown_output = False
+    # the label-set settings (dann/data/label_sets.py) the method is meant for
+    settings = ("closed", "partial", "open_set", "universal")
+    # True when forward() takes the source rows' labels (`source_labels=`, PADA's class weights)
+    uses_source_labels = False
 
     def forward(
         self, features: torch.Tensor, logits: torch.Tensor, num_source: int, lambda_: float
     ) -> AdaptationOutput:
         raise NotImplementedError
+
+    def attach(self, classifier: nn.Module) -> None:
+        """Called once with the module's label classifier, for a method whose loss classifies
+        features of its own (OSBP: reversed target features); kept as a reference, never a
+        submodule (its weights are the module's)."""
+
+    def label_class_weights(self) -> torch.Tensor | None:
+        """Per-class weights of the source label loss (PADA's), or None for a plain mean."""
+        return None
 
     def loss_terms(self) -> dict[str, float]:
         """Weights of the shared loss terms this method brings (`dann.losses.TERMS`, e.g.
