@@ -41,12 +41,14 @@ from dann.data.folders import folder_transforms
 from dann.data.registry import Split, available_pairs, get_pair
 from dann.errors import ConfigError, DannError, InvalidDataError
 from dann.module import DALightningModule
+from dann.open_set import open_set_prediction
 
 log = logging.getLogger(__name__)
 
 # pairs whose images reach the model through a torchvision transform (Dataset splits, see
 # dann/data/folders.py) instead of as uint8 tensors normalised by the datamodule
 TRANSFORM_PAIRS = {"office31": folder_transforms, "folder": folder_transforms}
+UNKNOWN = "unknown"  # the prediction for a class the source lacks (open-set checkpoints)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
@@ -114,7 +116,39 @@ class Predictor:
 
     @property
     def num_classes(self) -> int:
-        return self.module.hparams.num_classes
+        """How many logits the model gives: the source's classes (+ OSBP's "unknown")."""
+        return len(self.class_ids) + int(self.module.method.unknown_output)
+
+    @property
+    def class_ids(self) -> list[int]:
+        """The pair's class index of each of the model's classes (all of them, unless the run
+        kept fewer source classes: dataset.source_classes)."""
+        label_sets = self.module.hparams.get("label_sets")
+        return (
+            list(label_sets["source"])
+            if label_sets
+            else list(range(self.module.hparams.num_classes))
+        )
+
+    @property
+    def open_set(self) -> bool:
+        """Whether the model may answer "unknown" (trained for an open-set or universal target)."""
+        return self.module.open_set is not None
+
+    def decide(self, logits: torch.Tensor) -> list:
+        """The predicted class of each row: the pair's class index, or "unknown" (open-set:
+        OSBP's unknown output, or a confidence below the run's unknown_threshold)."""
+        if not self.open_set:
+            return [self.class_ids[k] for k in logits.argmax(dim=1).tolist()]
+        rule = self.module.open_set
+        picks = open_set_prediction(logits, rule.known, rule.threshold).tolist()
+        return [self.class_ids[k] if k < rule.known else UNKNOWN for k in picks]
+
+    @property
+    def output_names(self) -> list[str]:
+        """What each logit scores: the pair's class index, then "unknown" for OSBP's output."""
+        names = [str(c) for c in self.class_ids]
+        return names + [UNKNOWN] * int(self.module.method.unknown_output)
 
     @property
     def is_image(self) -> bool:

@@ -194,6 +194,16 @@ def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.asarray(logits))
 
 
+def open_set_rule(predictor: Predictor) -> str | None:
+    """How the checkpoint's predictions say "unknown" (None: it never does)."""
+    if not predictor.open_set:
+        return None
+    rule = predictor.module.open_set
+    if predictor.module.method.unknown_output:
+        return "unknown where the last logit (unknown) is the largest"
+    return f"unknown where the largest softmax probability is below {rule.threshold}"
+
+
 def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, diff: float):
     """What the exported model takes and returns, for the .json next to it."""
     hp = predictor.hparams
@@ -236,6 +246,9 @@ def model_card(predictor: Predictor, cfg: DictConfig, fmt: str, shape: tuple, di
         "output": f"logits (N, {predictor.num_classes}); softmax gives class probabilities",
         "num_classes": predictor.num_classes,
         "classes": predictor.classes,
+        # logit k scores the pair's class outputs[k] ("unknown": OSBP's unknown output)
+        "outputs": predictor.output_names,
+        "open_set": open_set_rule(predictor),
         "parity": {"max_abs_diff": diff, "tolerance": float(cfg.tolerance)},
     }
 

@@ -16,9 +16,11 @@ the statistics, categories and vocabulary fitted on the training data); a label 
 the file is not used (logged).
 
 The CSV (default: <input>_predictions.csv next to the input) has the columns path, predicted
-(class index), predicted_label (the original class label of file pairs, the class folder name
-of office31 / folder checkpoints) and prob_0 .. prob_<K-1> (softmax probabilities, class k =
-index k); array and file rows are named
+(class index; `unknown` from checkpoints trained for an open-set target: OSBP's unknown
+output, or a confidence below the run's unknown_threshold), predicted_label (the original class
+label of file pairs, the class folder name of office31 / folder checkpoints) and prob_<k> for
+each class the model tells apart (softmax probabilities; prob_unknown for OSBP's output); array
+and file rows are named
 `<file>[i]` (i from 0, in file order). Image files that cannot be read are skipped and listed
 at the end (and in the log in the run dir, outputs/predict/<date>_<time>/predict.log); the CSV
 is written to a temporary file and renamed into place at the end, so a run stopped half-way
@@ -194,7 +196,7 @@ def npz_batches(predictor: Predictor, source: Path, batch_size: int):
 def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
     """Predict every batch into a temporary CSV, renamed to `output` once complete (none is
     left if nothing was predicted); returns the number of rows."""
-    from dann.inference import publish
+    from dann.inference import UNKNOWN, publish
 
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
@@ -207,14 +209,14 @@ def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
             writer = csv.writer(f)
             classes = predictor.classes
             label = ["predicted_label"] if classes else []
-            probs_ = [f"prob_{k}" for k in range(predictor.num_classes)]
+            probs_ = [f"prob_{k}" for k in predictor.output_names]
             writer.writerow(["path", "predicted", *label, *probs_])
             for names, x, consumed in batches:
                 if names:
                     logits = run_model(predictor, x)
-                    probs, best = logits.softmax(dim=1).tolist(), logits.argmax(dim=1).tolist()
+                    probs, best = logits.softmax(dim=1).tolist(), predictor.decide(logits)
                     for name, k, p in zip(names, best, probs, strict=True):
-                        original = [classes[k]] if classes else []
+                        original = [classes[k] if k != UNKNOWN else k] if classes else []
                         writer.writerow([name, k, *original, *(f"{v:.8g}" for v in p)])
                     rows += len(names)
                 bar.update(consumed)
