@@ -82,6 +82,25 @@ def logged_scalars(log_dir) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
+# the tiny-network recipe of the toy learning tests (two-feature pairs each test registers and
+# names with dataset.name=...): 40 epochs of Adam with the paper's annealing, a settled last
+# iterate, the final weights tested
+TOY_RECIPE = [
+    "dataset=moons",
+    "backbone.features.hidden=[16]",
+    "callbacks=none",
+    "~logger",
+    "optimizer=adam",
+    "optimizer.optim.lr=0.02",
+    "optimizer.lr_annealing={alpha:10,beta:0.75}",
+    "dataset.batch_size=50",
+    "trainer.max_epochs=40",
+    "trainer.check_val_every_n_epoch=100",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """make_cfg("method=source_only", ...) -> a composed config writing into tmp_path."""

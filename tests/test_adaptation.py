@@ -7,7 +7,7 @@ tests/test_target_labels.py.)"""
 import pytest
 import torch
 import yaml
-from conftest import compose_cfg
+from conftest import TOY_RECIPE, compose_cfg
 from hydra.utils import get_class
 
 from dann.config_check import CONFIGS
@@ -83,21 +83,10 @@ def target_acc(tmp_path_factory, data_dir):
     def acc(method: str, seed: int, *overrides: str) -> float:
         cfg = compose_cfg(
             [
-                "dataset=moons",
+                *TOY_RECIPE,
                 "dataset.name=test_spurious",
-                "backbone.features.hidden=[16]",
-                "callbacks=none",
-                "~logger",
                 f"method={method}",
                 f"seed={seed}",
-                "optimizer=adam",
-                "optimizer.optim.lr=0.02",
-                "optimizer.lr_annealing={alpha:10,beta:0.75}",
-                "dataset.batch_size=50",
-                "trainer.max_epochs=40",
-                "trainer.check_val_every_n_epoch=100",
-                "+trainer.enable_progress_bar=false",
-                "+trainer.enable_model_summary=false",
                 *overrides,
             ],
             tmp_path_factory.mktemp(method),

@@ -17,7 +17,7 @@ toy (0.60-0.73): the classifier's side of the loss does the work, not the revers
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import TOY_RECIPE, compose_cfg
 
 from dann.data.registry import DomainData, PairData, Split, register_pair
 from dann.methods import osbp as osbp_module
@@ -55,20 +55,7 @@ def _pair(draw, classes: int) -> PairData:
 register_pair("test_partial")(lambda spec: _pair(_partial, 3))
 register_pair("test_open_set")(lambda spec: _pair(_open_set, 4))
 
-TOY = [
-    "dataset=moons",
-    "backbone.features.hidden=[16]",
-    "callbacks=none",
-    "~logger",
-    "optimizer=adam",
-    "optimizer.optim.lr=0.02",
-    "optimizer.lr_annealing={alpha:10,beta:0.75}",
-    "dataset.batch_size=50",
-    "trainer.max_epochs=40",
-    "trainer.check_val_every_n_epoch=100",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-]
+TOY = TOY_RECIPE
 PARTIAL = ["dataset.name=test_partial", "dataset.num_classes=3", "dataset.target_classes=[0,1]"]
 OPEN_SET = ["dataset.name=test_open_set", "dataset.num_classes=4", "dataset.source_classes=[0,1,2]"]
 

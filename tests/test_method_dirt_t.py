@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, fast_dev_checkpoint, run_keeping_model
+from conftest import TOY_RECIPE, compose_cfg, fast_dev_checkpoint, run_keeping_model
 
 from dann.data.registry import DomainData, PairData, Split, register_pair
 from dann.errors import ConfigError
@@ -103,21 +103,7 @@ register_pair("test_clusters")(lambda spec: _pair(0.0))
 # the same target, another source (every source point moved): for the source-blindness test
 register_pair("test_clusters_other_source")(lambda spec: _pair(2.0))
 
-TOY = [
-    "dataset=moons",
-    "dataset.name=test_clusters",
-    "backbone.features.hidden=[16]",
-    "callbacks=none",
-    "~logger",
-    "optimizer=adam",
-    "optimizer.optim.lr=0.02",
-    "optimizer.lr_annealing={alpha:10,beta:0.75}",
-    "dataset.batch_size=50",
-    "trainer.max_epochs=40",  # 400 steps
-    "trainer.check_val_every_n_epoch=100",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-]
+TOY = [*TOY_RECIPE, "dataset.name=test_clusters"]  # 400 steps
 # the refinement: the teacher refreshed every 25 of the 400 steps (1/16, the reference's ratio),
 # VAT's radius at this toy's scale (the default 3.5 is for images: larger than the gap here)
 REFINE = ["method=dirt_t", "loss.teacher_interval=25", "loss.vat_radius=0.5"]
