@@ -20,8 +20,11 @@ e.g. `aot_eager`) compiles the feature extractor and the label classifier with `
 in place, so parameter names and checkpoints are unchanged. Per-step scalars are written only at
 the steps the logger writes, bypassing self.log there (see `on_train_batch_end`); training
 accuracies see each step's predicted classes, in batches of steps (without input checks), and
-are logged per epoch. The module steps the optimiser itself unless gradient clipping or
-accumulation needs Lightning's automatic loop (`automatic_optimization`, `_optimize`).
+are logged per epoch.
+
+Two mixins hold the rest, one responsibility each: `dann.optimization.ModuleOptimizer` (the
+optimiser, its schedule, the module's own optimiser step, SAM) and
+`dann.evaluation.ModuleEvaluation` (validation and test metrics, open-set ones included).
 """
 
 import functools
@@ -30,16 +33,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
-from pytorch_lightning.callbacks import GradientAccumulationScheduler
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
-from dann import sam
 from dann.checkpoints import carry_step_count
 from dann.data.datamodule import DOMAINS
-from dann.data.registry import UNLABELLED
-from dann.errors import ConfigError
+from dann.evaluation import ModuleEvaluation
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
 from dann.losses import READ_LOGITS, TermInputs, shared_terms, term_weights
 from dann.methods.base import AdaptationMethod
@@ -52,11 +51,10 @@ from dann.models.norm import (
     convert_batchnorm,
     domain_norms,
     eval_mode,
-    recompute_statistics,
     set_domains,
 )
 from dann.open_set import OpenSetEvaluation
-from dann.schedules import lr_annealing
+from dann.optimization import ModuleOptimizer
 from dann.step_logging import learning_rates, log_step_scalars
 from dann.teacher import Teacher
 
@@ -64,7 +62,7 @@ BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, DomainBatchNorm)
 ACCURACY_BATCHES = 32  # training steps whose predictions reach the training accuracies at once
 
 
-class DALightningModule(pl.LightningModule):
+class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
     def __init__(
         self,
         backbone: dict,
@@ -249,25 +247,6 @@ class DALightningModule(pl.LightningModule):
             self._optimize(loss, sam_saved)
         return loss
 
-    def _sam_ascent(self, x_s, y_s, x_t) -> list:
-        """SAM's first half (dann/sam.py): the prediction path moved up its label loss's
-        gradient by optimizer.sam_rho; the step's loss is then computed there."""
-        if not self.method.forwards_source:
-            raise ConfigError(
-                "optimizer.sam_rho: SAM acts on the source label loss, which this method does not "
-                "train on (it refines on the target alone); drop optimizer.sam_rho"
-            )
-        if self.automatic_optimization:
-            raise ConfigError(
-                "optimizer.sam_rho needs the module's own optimiser step: drop "
-                "trainer.gradient_clip_val / accumulate_grad_batches (Lightning's loop), or sam_rho"
-            )
-        self.optimizers().zero_grad()
-        _, logits = self._forward_training_batch(x_s, x_t)
-        self.manual_backward(self._label_loss(logits[: len(x_s)], y_s))
-        params = [*self.feature_extractor.parameters(), *self.classifier.parameters()]
-        return sam.ascend(params, self.sam_rho)
-
     def _label_loss(self, source_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.loss_options["label_smoothing"]
         weight = self.method.label_class_weights()  # PADA's class weights: a weighted mean
@@ -282,42 +261,6 @@ class DALightningModule(pl.LightningModule):
             else:
                 set_domains(self._norms, None, SOURCE if num_source else TARGET)
         return self.classifier(self.features(x))
-
-    @property
-    def automatic_optimization(self) -> bool:
-        """Whether Lightning's automatic optimisation runs the step: only where gradient
-        clipping or accumulation is asked for (`trainer.gradient_clip_val`,
-        `trainer.accumulate_grad_batches`, Lightning's `GradientAccumulationScheduler`), which
-        only it implements. Otherwise training_step steps the optimiser itself (`_optimize`),
-        skipping the closure loop around it (about a dozen hook calls, a third of a millisecond
-        of Python per step)."""
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # not attached to a Trainer (yet)
-            return True
-        return (
-            bool(trainer.gradient_clip_val)
-            or trainer.accumulate_grad_batches != 1
-            or any(isinstance(c, GradientAccumulationScheduler) for c in trainer.callbacks)
-        )
-
-    def _optimize(self, loss: torch.Tensor, sam_saved: list | None = None) -> None:
-        """One optimiser step, in the order Lightning's automatic loop runs it (zero_grad,
-        backward, step, then the per-step lr schedule), through Lightning's own wrappers, so the
-        precision plugin (16-mixed's gradient scaling), DDP and global_step behave as under
-        automatic optimisation; results are bit-identical on CPU in fp32 and bf16 (tested; 16-mixed
-        and DDP on GPUs not run here). Of the hooks, on_before_backward, on_after_backward and
-        on_before_optimizer_step still run; on_before_zero_grad, optimizer_zero_grad,
-        optimizer_step and lr_scheduler_step are not called (dann overrides none of them)."""
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        if sam_saved:
-            sam.restore(sam_saved)  # SAM: the gradients of w + e, applied to w
-        optimizer.step()
-        schedule = self.lr_schedulers()
-        if schedule is not None:
-            schedule.step()
 
     def _update_train_accuracy(self) -> None:
         """Feed the kept training predictions to the torchmetrics accuracies: one update per
@@ -400,97 +343,6 @@ class DALightningModule(pl.LightningModule):
             # already reduced across processes by the method; sync_dist keeps Lightning's
             # epoch-level logging consistent (and quiet) under DDP, once per epoch
             self.log(f"train/{name}", value, sync_dist=True)
-
-    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
-        x, y = batch
-        domain = DOMAINS[dataloader_idx]
-        features = self.features(x, dataloader_idx)
-        metric = self.eval_acc[domain]
-        logits = self.classifier(features)
-        known = y != UNLABELLED  # a target file without labels: its accuracy is not reported
-        if known.all() and domain == "target" and self.open_set is not None:
-            self.open_set.update(logits, y)  # logged at the epoch's end (_eval_epoch_end)
-        elif known.all():
-            metric(logits, y)
-            self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
-        d = self.method.domain_logits(features, logits=logits)
-        if d is not None:
-            # predicted labels (logit > 0, as in training), not logits: torchmetrics only applies
-            # a sigmoid if some value is outside [0, 1], and near equilibrium DANN's logits are
-            # all close to 0 (nor probabilities: in bf16, sigmoid of a logit below 0.008 is 0.5)
-            self.eval_domain_acc.update(d > 0, torch.full_like(d, float(dataloader_idx)))
-        # handed to callbacks' on_*_batch_end (the selection validators); Lightning keeps none
-        return {"features": features.detach(), "logits": logits.detach(), "labels": y}
-
-    def _log_epoch_metric(self, name: str, metric) -> None:
-        """Log a metric accumulated over the epoch (if it saw any batch), then reset it."""
-        if metric.update_called:
-            # compute() already reduces across processes (torchmetrics)
-            self.log(name, metric.compute(), sync_dist=True)
-        metric.reset()
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
-        scores = self.open_set.compute() if self.open_set is not None else None
-        for name, value in (scores or {}).items():  # reduced across processes by torchmetrics
-            self.log(f"{stage}/target_{name}", value, sync_dist=True)
-
-    def _adapt_statistics(self) -> None:
-        """AdaBN (norm.eval_stats=adabn): each domain's BatchNorm statistics re-estimated from
-        its unlabelled training inputs, with the weights being evaluated (the layers on the
-        prediction path: feature extractor and label classifier)."""
-        if self.norm["eval_stats"] != "adabn" or not self._norms:
-            return
-        datamodule = self.trainer.datamodule
-        for index, domain in enumerate(DOMAINS):
-            batches = datamodule.unlabelled_batches(domain, self.device, self.norm["adabn_samples"])
-            recompute_statistics(
-                self, self._norms, batches, index, lambda x: self.classifier(self.features(x))
-            )
-        set_domains(self._norms, None, TARGET)
-
-    def on_validation_epoch_start(self):
-        self._adapt_statistics()
-
-    def on_test_epoch_start(self):
-        self._adapt_statistics()
-
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        return self._eval_step("val", batch, dataloader_idx)
-
-    def on_validation_epoch_end(self):
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        return self._eval_step("test", batch, dataloader_idx)
-
-    def on_test_epoch_end(self):
-        self._eval_epoch_end("test")
-
-    def configure_optimizers(self):
-        cfg = self.hparams.optimizer
-        # pretrained layers fine-tune at lr * backbone.lr_mult (0.1 in the paper's Office runs);
-        # a feature extractor may name them with `pretrained_parameters()`, else it is all of it
-        fe = self.feature_extractor
-        slow = list(getattr(fe, "pretrained_parameters", fe.parameters)())
-        slow_ids = {id(p) for p in slow}
-        groups = [
-            {"params": slow, "lr": cfg["optim"]["lr"] * self.hparams.backbone.get("lr_mult", 1.0)},
-            # not the frozen ones (DIRT-T's teacher)
-            {"params": [p for p in self.parameters() if id(p) not in slow_ids and p.requires_grad]},
-        ]
-        opt = instantiate(cfg["optim"])(groups)
-        anneal = cfg.get("lr_annealing")
-        if not anneal:
-            return opt
-
-        def factor(step: int) -> float:
-            # p = 0 needs no step count: asking for it here, before fit has set up its data,
-            # would build the train loader early and lose a resumed run's loader position
-            return lr_annealing(min(step / self._total(), 1.0) if step else 0.0, **anneal)
-
-        schedule = LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning restores its loops from the checkpoint

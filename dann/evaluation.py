@@ -1,0 +1,82 @@
+"""`ModuleEvaluation`: validation and test of `DALightningModule` (a mixin of it): each domain's
+accuracy, the domain classifier's accuracy, the open-set metrics where the target holds unknown
+classes (dann/open_set.py), AdaBN's re-estimated statistics before each evaluation, and what the
+selection validators receive (features, logits, labels of every batch).
+
+It reads the module's `features`, `classifier`, `method`, `eval_acc`, `eval_domain_acc`,
+`open_set`, `norm` and `_norms`.
+"""
+
+import torch
+
+from dann.data.datamodule import DOMAINS
+from dann.data.registry import UNLABELLED
+from dann.models.norm import TARGET, recompute_statistics, set_domains
+
+
+class ModuleEvaluation:
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
+        x, y = batch
+        domain = DOMAINS[dataloader_idx]
+        features = self.features(x, dataloader_idx)
+        metric = self.eval_acc[domain]
+        logits = self.classifier(features)
+        known = y != UNLABELLED  # a target file without labels: its accuracy is not reported
+        if known.all() and domain == "target" and self.open_set is not None:
+            self.open_set.update(logits, y)  # logged at the epoch's end (_eval_epoch_end)
+        elif known.all():
+            metric(logits, y)
+            self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
+        d = self.method.domain_logits(features, logits=logits)
+        if d is not None:
+            # predicted labels (logit > 0, as in training), not logits: torchmetrics only applies
+            # a sigmoid if some value is outside [0, 1], and near equilibrium DANN's logits are
+            # all close to 0 (nor probabilities: in bf16, sigmoid of a logit below 0.008 is 0.5)
+            self.eval_domain_acc.update(d > 0, torch.full_like(d, float(dataloader_idx)))
+        # handed to callbacks' on_*_batch_end (the selection validators); Lightning keeps none
+        return {"features": features.detach(), "logits": logits.detach(), "labels": y}
+
+    def _log_epoch_metric(self, name: str, metric) -> None:
+        """Log a metric accumulated over the epoch (if it saw any batch), then reset it."""
+        if metric.update_called:
+            # compute() already reduces across processes (torchmetrics)
+            self.log(name, metric.compute(), sync_dist=True)
+        metric.reset()
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
+        scores = self.open_set.compute() if self.open_set is not None else None
+        for name, value in (scores or {}).items():  # reduced across processes by torchmetrics
+            self.log(f"{stage}/target_{name}", value, sync_dist=True)
+
+    def _adapt_statistics(self) -> None:
+        """AdaBN (norm.eval_stats=adabn): each domain's BatchNorm statistics re-estimated from
+        its unlabelled training inputs, with the weights being evaluated (the layers on the
+        prediction path: feature extractor and label classifier)."""
+        if self.norm["eval_stats"] != "adabn" or not self._norms:
+            return
+        datamodule = self.trainer.datamodule
+        for index, domain in enumerate(DOMAINS):
+            batches = datamodule.unlabelled_batches(domain, self.device, self.norm["adabn_samples"])
+            recompute_statistics(
+                self, self._norms, batches, index, lambda x: self.classifier(self.features(x))
+            )
+        set_domains(self._norms, None, TARGET)
+
+    def on_validation_epoch_start(self):
+        self._adapt_statistics()
+
+    def on_test_epoch_start(self):
+        self._adapt_statistics()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._eval_step("val", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._eval_step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
