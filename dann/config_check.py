@@ -77,6 +77,7 @@ RANGES = {
     "loss.vat_source": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "loss.vat_target": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "loss.vat_radius": (lambda v: v > 0, "a number > 0"),
+    "unknown_threshold": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "loss.teacher": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "loss.teacher_interval": (lambda v: v >= 1 and v == int(v), "an integer >= 1 (steps)"),
     "dataset.augment_shift": (lambda v: v >= 0 and v == int(v), "an integer >= 0 (pixels)"),

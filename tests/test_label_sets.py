@@ -3,6 +3,7 @@ both domains (in-memory pairs and image files alike), the open-set metrics again
 PADA's and OSBP's losses against hand computations, the clear errors, and runs of each setting
 on images and tables, with predictions that say "unknown"."""
 
+import csv
 import math
 
 import numpy as np
@@ -240,3 +241,52 @@ def test_the_datamodule_cuts_a_table_pair(make_cfg, tmp_path):
         )
     )
     assert 0 <= summary["test/target_h_score"] <= 1
+
+
+@pytest.mark.parametrize("method", ["dann", "osbp"])
+def test_predictions_of_an_open_set_checkpoint_name_the_pairs_classes_or_unknown(
+    tmp_path, data_dir, method
+):
+    from tests.conftest import compose_config, fast_dev_checkpoint, load_script
+
+    predict = load_script("predict").predict
+    classes = "dataset.source_classes=[2,3,5,7]"  # model classes 0-3 are the pair's 2, 3, 5, 7
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=images)
+    rows = {}
+    for threshold in (0.0, 1.0):  # never / always below: nothing / everything unknown (DANN)
+        ckpt = fast_dev_checkpoint(
+            tmp_path / f"{threshold}",
+            data_dir,
+            f"method={method}",
+            classes,
+            f"unknown_threshold={threshold}",
+        )
+        out = tmp_path / f"{threshold}.csv"
+        predict(
+            compose_config(
+                "predict", f"ckpt={ckpt}", f"input={tmp_path / 'x.npz'}", f"output={out}"
+            )
+        )
+        with open(out, newline="") as f:
+            rows[threshold] = list(csv.DictReader(f))
+    header = list(rows[0.0][0])
+    expected = ["prob_2", "prob_3", "prob_5", "prob_7"] + (
+        ["prob_unknown"] if method == "osbp" else []
+    )
+    assert header == ["path", "predicted", *expected]
+    for threshold, table in rows.items():
+        for row in table:
+            probs = {k: float(v) for k, v in row.items() if k.startswith("prob_")}
+            best = max(probs, key=probs.get)[len("prob_") :]
+            if method == "osbp":  # the unknown output's argmax, whatever the threshold
+                assert row["predicted"] == best
+            else:
+                assert row["predicted"] == ("unknown" if threshold == 1.0 else best)
+    # the exported model's card names each logit's class and the rule for "unknown"
+    from dann.inference import load_predictor
+
+    predictor = load_predictor(ckpt)
+    assert predictor.output_names == [s[len("prob_") :] for s in expected]
+    rule = load_script("export").open_set_rule(predictor)
+    assert ("last logit" in rule) if method == "osbp" else ("below 1.0" in rule)
