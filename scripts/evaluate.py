@@ -56,6 +56,7 @@ from dann.data.folders import ImageFiles  # noqa: E402
 from dann.data.registry import UNLABELLED, DomainData, Split  # noqa: E402
 from dann.errors import ConfigError, reported_as_exit  # noqa: E402
 from dann.inference import module_from_checkpoint  # noqa: E402
+from dann.open_set import open_set_prediction  # noqa: E402
 from dann.run_dir import discard_refused_launch  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -161,7 +162,14 @@ def score_new_data_whole(datamodule, split: str, new: list[str]) -> dict[str, st
 
 @torch.no_grad()
 def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
-    """Per domain: accuracy, per-class accuracy and the confusion matrix (rows = true class)."""
+    """Per domain: accuracy, per-class accuracy and the confusion matrix (rows = true class).
+    Classes are the model's: the pair's, or those a label set kept (class i = the i-th of
+    dataset.source_classes), and "unknown" last for a checkpoint trained for an open-set target
+    (predicted by the run's rule, dann/open_set.py)."""
+    label_sets = module.hparams.get("label_sets")
+    known = len(label_sets["source"]) if label_sets else num_classes
+    rule = module.open_set
+    num_classes = known + (rule is not None)
     loaders = getattr(datamodule, f"{split}_dataloader")()
     results = {}
     for idx, (domain, loader) in enumerate(zip(DOMAINS, loaders, strict=True)):
@@ -172,9 +180,13 @@ def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
             batch = apply_to_collection(batch, torch.Tensor, lambda t: t.to(module.device))
             x, y = datamodule.on_after_batch_transfer(batch, idx)
             logits = module(x, idx)  # each domain with its own normalisation statistics
-            known = y != UNLABELLED  # a target file without labels: nothing to score
-            for metric in (accuracy, per_class, confusion) if known.any() else ():
-                metric.update(logits[known], y[known])
+            if rule is not None:
+                predicted = open_set_prediction(logits, rule.known, rule.threshold)
+            else:
+                predicted = logits.argmax(dim=1)
+            labelled = y != UNLABELLED  # a target file without labels: nothing to score
+            for metric in (accuracy, per_class, confusion) if labelled.any() else ():
+                metric.update(predicted[labelled], y[labelled])
         if not confusion.confmat.sum():
             results[domain] = {"accuracy": None, "n": 0, "note": "no labels in this split"}
             continue

@@ -135,3 +135,30 @@ def test_evaluate_with_a_dataset_key_keeps_the_checkpoints_pair(tmp_path, data_d
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["dataset"] == "mnist_to_digits"
+
+
+def test_evaluate_an_open_set_checkpoint_scores_unknown_as_a_class(tmp_path, data_dir):
+    """Source classes 0-5 (the model's), target all ten: 6-9 are "unknown", the 7th class."""
+    out = tmp_path / "fdr"
+    overrides = ["trainer.fast_dev_run=true", "callbacks=none", "method=osbp"]
+    cfg = compose_cfg([*overrides, "dataset.source_classes=[0,1,2,3,4,5]"], out, data_dir)
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(out / "model.ckpt")
+    trainer.limit_test_batches = 1.0
+    tested = {
+        k: v
+        for r in trainer.test(module, datamodule=datamodule, verbose=False)
+        for k, v in r.items()
+    }
+    proc = evaluate_py(
+        f"ckpt={out / 'model.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}", data_dir=data_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    target = json.loads((tmp_path / "eval" / "metrics.json").read_text())["target"]
+    assert len(target["per_class_accuracy"]) == 7 and target["n"] == 1000
+    assert target["accuracy"] == pytest.approx(tested["test/target_acc"], abs=1e-6)
+    # OS (mean per-class accuracy, unknown included) as the run logged it
+    assert sum(target["per_class_accuracy"]) / 7 == pytest.approx(
+        tested["test/target_os"], abs=1e-6
+    )
