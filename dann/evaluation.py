@@ -23,7 +23,8 @@ class ModuleEvaluation:
         logits = self.classifier(features)
         known = y != UNLABELLED  # a target file without labels: its accuracy is not reported
         if known.all() and domain == "target" and self.open_set is not None:
-            self.open_set.update(logits, y)  # logged at the epoch's end (_eval_epoch_end)
+            unknown = self.method.unknown(features, logits)  # OVANet's rule, else None
+            self.open_set.update(logits, y, unknown)  # logged at the epoch's end
         elif known.all():
             metric(logits, y)
             self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)

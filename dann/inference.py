@@ -41,7 +41,6 @@ from dann.data.folders import folder_transforms
 from dann.data.registry import Split, available_pairs, get_pair
 from dann.errors import ConfigError, DannError, InvalidDataError
 from dann.module import DALightningModule
-from dann.open_set import open_set_prediction
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +134,17 @@ class Predictor:
         """Whether the model may answer "unknown" (trained for an open-set or universal target)."""
         return self.module.open_set is not None
 
-    def decide(self, logits: torch.Tensor) -> list:
-        """The predicted class of each row: the pair's class index, or "unknown" (open-set:
-        OSBP's unknown output, or a confidence below the run's unknown_threshold)."""
+    def decide(self, logits: torch.Tensor, x: torch.Tensor) -> list:
+        """The predicted class of each row of inputs `x` (their `logits`): the pair's class
+        index, or "unknown" (open-set: the method's own rule, OSBP's unknown output, or a
+        confidence below the run's unknown_threshold)."""
         if not self.open_set:
             return [self.class_ids[k] for k in logits.argmax(dim=1).tolist()]
-        rule = self.module.open_set
-        picks = open_set_prediction(logits, rule.known, rule.threshold).tolist()
+        rule, method = self.module.open_set, self.module.method
+        unknown = None
+        if method.own_unknown_rule:  # OVANet: from the features
+            unknown = method.unknown(self.module.features(self.prepare(x), self.domain), logits)
+        picks = rule.predict(logits, unknown).tolist()
         return [self.class_ids[k] if k < rule.known else UNKNOWN for k in picks]
 
     @property

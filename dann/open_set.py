@@ -2,8 +2,9 @@
 `dann.data.label_sets`): the target's labels run 0..K-1 for the K source classes and K for
 "unknown", and a prediction says one of them.
 
-How a network says "unknown": a method with an unknown output (OSBP: K + 1 logits) by its
-argmax; any other (source-only, DANN, ...) when its largest softmax probability is below
+How a network says "unknown": a method with a rule of its own (OVANet: its one-vs-all
+classifiers) by that rule; a method with an unknown output (OSBP: K + 1 logits) by its argmax;
+any other (source-only, DANN, ...) when its largest softmax probability is below
 `unknown_threshold` (0.5 by default), the confidence rule the open-set literature gives these
 baselines.
 
@@ -62,8 +63,17 @@ class OpenSetEvaluation(nn.Module):
         self.known, self.threshold = known, float(threshold)
         self.confusion = MulticlassConfusionMatrix(known + 1)
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.confusion.update(open_set_prediction(logits, self.known, self.threshold), labels)
+    def update(
+        self, logits: torch.Tensor, labels: torch.Tensor, unknown: torch.Tensor | None = None
+    ) -> None:
+        """`unknown`: the method's own rule (OVANet), where it has one."""
+        self.confusion.update(self.predict(logits, unknown), labels)
+
+    def predict(self, logits: torch.Tensor, unknown: torch.Tensor | None = None) -> torch.Tensor:
+        if unknown is None:
+            return open_set_prediction(logits, self.known, self.threshold)
+        classes = logits[:, : self.known].argmax(dim=1)
+        return torch.where(unknown, torch.full_like(classes, self.known), classes)
 
     def compute(self) -> dict[str, float] | None:
         if not self.confusion.update_called:

@@ -56,7 +56,6 @@ from dann.data.folders import ImageFiles  # noqa: E402
 from dann.data.registry import UNLABELLED, DomainData, Split  # noqa: E402
 from dann.errors import ConfigError, reported_as_exit  # noqa: E402
 from dann.inference import module_from_checkpoint  # noqa: E402
-from dann.open_set import open_set_prediction  # noqa: E402
 from dann.run_dir import discard_refused_launch  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -181,7 +180,8 @@ def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
             x, y = datamodule.on_after_batch_transfer(batch, idx)
             logits = module(x, idx)  # each domain with its own normalisation statistics
             if rule is not None:
-                predicted = open_set_prediction(logits, rule.known, rule.threshold)
+                features = module.features(x, idx)
+                predicted = rule.predict(logits, module.method.unknown(features, logits))
             else:
                 predicted = logits.argmax(dim=1)
             labelled = y != UNLABELLED  # a target file without labels: nothing to score

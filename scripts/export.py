@@ -199,6 +199,9 @@ def open_set_rule(predictor: Predictor) -> str | None:
     if not predictor.open_set:
         return None
     rule = predictor.module.open_set
+    if predictor.module.method.own_unknown_rule:
+        name = type(predictor.module.method).__name__
+        return f"by {name}'s own heads, which this exported model does not hold: use the checkpoint"
     if predictor.module.method.unknown_output:
         return "unknown where the last logit (unknown) is the largest"
     return f"unknown where the largest softmax probability is below {rule.threshold}"

@@ -214,7 +214,7 @@ def write_csv(output: Path, predictor: Predictor, batches, total: int) -> int:
             for names, x, consumed in batches:
                 if names:
                     logits = run_model(predictor, x)
-                    probs, best = logits.softmax(dim=1).tolist(), predictor.decide(logits)
+                    probs, best = logits.softmax(dim=1).tolist(), predictor.decide(logits, x)
                     for name, k, p in zip(names, best, probs, strict=True):
                         original = [classes[k] if k != UNKNOWN else k] if classes else []
                         writer.writerow([name, k, *original, *(f"{v:.8g}" for v in p)])

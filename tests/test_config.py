@@ -16,6 +16,7 @@ SIZED_BY_USER_FILES = {"table", "sequences", "text", "folder"}
 SETTING_OF = {
     "pada": ["dataset.target_classes=[0,1,2,3,4]"],
     "osbp": ["dataset.source_classes=[0,1,2,3,4,5]"],
+    "ovanet": ["dataset.source_classes=[0,1,2,3,4,5]"],
 }
 GROUP_OPTIONS = [
     (group.name, option.stem)

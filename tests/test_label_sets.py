@@ -16,8 +16,9 @@ from dann.data.label_sets import LabelSets
 from dann.data.registry import DomainData, PairData, Split
 from dann.errors import ConfigError
 from dann.grl import GradientReversal
-from dann.methods import OSBP, PADA
+from dann.methods import OSBP, PADA, OVANet
 from dann.methods.osbp import unknown_boundary_loss
+from dann.methods.ovanet import hard_negative_loss, one_vs_all_probabilities, open_entropy
 from dann.open_set import open_set_prediction, open_set_scores
 from dann.train import build, run
 from tests.conftest import run_and_recount
@@ -178,6 +179,37 @@ def test_osbp_trains_the_classifier_towards_the_boundary_and_the_features_away()
     assert isinstance(osbp.grl, GradientReversal)
 
 
+def test_ovanet_losses_and_unknown_rule_against_hand_computations():
+    torch.manual_seed(0)
+    ova_logits = torch.randn(4, 6)  # 4 rows, 3 classes: (N, 2, K) = [not k, is k] per class
+    probs = one_vs_all_probabilities(ova_logits)
+    labels = torch.tensor([0, 2, 1, 2])
+    pos, neg = [], []
+    for i, y in enumerate(labels.tolist()):
+        pair = ova_logits[i].view(2, 3)
+        p = [torch.softmax(pair[:, k], dim=0) for k in range(3)]  # [p(not k), p(k)]
+        pos.append(-torch.log(p[y][1] + 1e-8))
+        neg.append(max(-torch.log(p[k][0] + 1e-8) for k in range(3) if k != y))
+    hand = 0.5 * (torch.stack(pos).mean() + torch.stack(neg).mean())
+    assert float(hard_negative_loss(probs, labels)) == pytest.approx(float(hand), rel=1e-6)
+    binary = [
+        -sum(
+            q * math.log(q + 1e-8)
+            for q in torch.softmax(ova_logits[i].view(2, 3)[:, k], 0).tolist()
+        )
+        for i in range(4)
+        for k in range(3)
+    ]
+    assert float(open_entropy(probs)) == pytest.approx(sum(binary) / len(binary), rel=1e-6)
+    # unknown: the predicted class's own classifier says "not it" (p > 0.5)
+    method = OVANet(in_features=2, num_classes=2)
+    with torch.no_grad():
+        method.one_vs_all.weight.zero_()
+        method.one_vs_all.bias.copy_(torch.tensor([2.0, -2.0, 0.0, 0.0]))  # [not0, not1, is0, is1]
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # predicted 0, then 1
+    assert method.unknown(torch.zeros(2, 2), logits).tolist() == [True, False]
+
+
 def test_a_settings_method_on_a_pair_not_cut_to_it_is_refused(make_cfg):
     with pytest.raises(
         ConfigError, match="PADA is a method for partial adaptation.*target_classes"
@@ -200,6 +232,8 @@ RUN = ["trainer.fast_dev_run=true"]
         ("dann", "dataset.source_classes=[0,1,2,3,4,5]"),
         ("osbp", "dataset.source_classes=[0,1,2,3,4,5]"),
         ("osbp", "dataset.source_classes=[0,1,2,3,4,5]+dataset.target_classes=[2,3,4,5,6,7]"),
+        ("ovanet", "dataset.source_classes=[0,1,2,3,4,5]+dataset.target_classes=[2,3,4,5,6,7]"),
+        ("ovanet", "dataset.target_classes=[0,1,2,3,4]"),
     ],
 )
 def test_each_setting_runs_on_images_and_reports_its_metrics(make_cfg, method, classes):
@@ -243,7 +277,7 @@ def test_the_datamodule_cuts_a_table_pair(make_cfg, tmp_path):
     assert 0 <= summary["test/target_h_score"] <= 1
 
 
-@pytest.mark.parametrize("method", ["dann", "osbp"])
+@pytest.mark.parametrize("method", ["dann", "osbp", "ovanet"])
 def test_predictions_of_an_open_set_checkpoint_name_the_pairs_classes_or_unknown(
     tmp_path, data_dir, method
 ):
@@ -281,6 +315,8 @@ def test_predictions_of_an_open_set_checkpoint_name_the_pairs_classes_or_unknown
             best = max(probs, key=probs.get)[len("prob_") :]
             if method == "osbp":  # the unknown output's argmax, whatever the threshold
                 assert row["predicted"] == best
+            elif method == "ovanet":  # its one-vs-all rule: the threshold plays no part
+                assert row["predicted"] in ("unknown", best)
             else:
                 assert row["predicted"] == ("unknown" if threshold == 1.0 else best)
     # the exported model's card names each logit's class and the rule for "unknown"
@@ -289,4 +325,5 @@ def test_predictions_of_an_open_set_checkpoint_name_the_pairs_classes_or_unknown
     predictor = load_predictor(ckpt)
     assert predictor.output_names == [s[len("prob_") :] for s in expected]
     rule = load_script("export").open_set_rule(predictor)
-    assert ("last logit" in rule) if method == "osbp" else ("below 1.0" in rule)
+    expected_rule = {"osbp": "last logit", "ovanet": "OVANet's own heads", "dann": "below 1.0"}
+    assert expected_rule[method] in rule

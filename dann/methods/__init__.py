@@ -13,6 +13,7 @@ from dann.methods.jan import JAN
 from dann.methods.mcc import MCC
 from dann.methods.mdd import MDD
 from dann.methods.osbp import OSBP
+from dann.methods.ovanet import OVANet
 from dann.methods.pada import PADA
 from dann.methods.source_only import SourceOnly
 from dann.methods.target_oracle import TargetOracle
@@ -31,6 +32,7 @@ __all__ = [
     "MCC",
     "MDD",
     "OSBP",
+    "OVANet",
     "PADA",
     "VADA",
     "AdaptationMethod",

@@ -54,6 +54,8 @@ class AdaptationMethod(nn.Module):
     unknown_output = False
     # the label-set settings (dann/data/label_sets.py) the method is meant for
     settings = ("closed", "partial", "open_set", "universal")
+    # True when `unknown()` decides "unknown" from the features (OVANet), not from the logits
+    own_unknown_rule = False
     # True when forward() takes the source rows' labels (`source_labels=`, PADA's class weights)
     uses_source_labels = False
 
@@ -66,6 +68,11 @@ class AdaptationMethod(nn.Module):
         """Called once with the module's label classifier, for a method whose loss classifies
         features of its own (OSBP: reversed target features); kept as a reference, never a
         submodule (its weights are the module's)."""
+
+    def unknown(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """Where the method says "unknown" by a rule of its own (`own_unknown_rule`; OVANet's
+        one-vs-all classifiers): a bool per row; None for the default rule (dann/open_set.py)."""
+        return None
 
     def label_class_weights(self) -> torch.Tensor | None:
         """Per-class weights of the source label loss (PADA's), or None for a plain mean."""
