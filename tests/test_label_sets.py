@@ -217,6 +217,9 @@ def test_a_settings_method_on_a_pair_not_cut_to_it_is_refused(make_cfg):
         build(make_cfg("method=pada"))
     with pytest.raises(ConfigError, match="OSBP is a method for open-set / universal"):
         build(make_cfg("method=osbp", "dataset.target_classes=[0,1,2]"))  # partial
+    # the oracle trains on target labels: an unknown target class has no output to learn
+    with pytest.raises(ConfigError, match="TargetOracle is a method for closed / partial"):
+        build(make_cfg("method=target_oracle", "dataset.source_classes=[0,1,2]"))
 
 
 RUN = ["trainer.fast_dev_run=true"]

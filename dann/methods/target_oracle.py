@@ -12,3 +12,5 @@ from dann.methods.source_only import SourceOnly
 
 class TargetOracle(SourceOnly):
     trains_on_target_labels = True
+    # its labelled stream is the target's: an "unknown" target class has no output to train
+    settings = ("closed", "partial")
