@@ -98,6 +98,9 @@ def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
     script = load_script("evaluate")
 
     class Recorder(torch.nn.Module):
+        hparams: dict = {}  # no label sets: the pair's classes
+        open_set = None
+
         def __init__(self):
             super().__init__()
             self.domains = []
