@@ -35,6 +35,13 @@ class PADA(DANN):
         self._probability_sum: torch.Tensor | None = None
         self._rows = 0
 
+    def get_extra_state(self) -> dict:
+        """The epoch's running sums, so a run resumed mid-epoch re-estimates the same weights."""
+        return {"probability_sum": self._probability_sum, "rows": self._rows}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._probability_sum, self._rows = state.get("probability_sum"), state.get("rows", 0)
+
     def label_class_weights(self) -> torch.Tensor:
         return self.class_weight
 
