@@ -95,7 +95,6 @@ BN_DROPOUT = [
         ["method=vada"],  # VAT draws random directions: the RNG state must resume too
         # class weights re-estimated each epoch from sums that cross the kill at step 8
         ["method=pada", "dataset.target_classes=[0,1,2,3,4]"],
-        ["method=osbp", "dataset.source_classes=[0,1,2,3,4,5]"],
         # the teacher is module state, refreshed every 5 steps: across the kill at step 8 too
         ["method=dirt_t", "init_from={stage_one}", "loss.teacher_interval=5"],
         ["method=cdan", *BN_DROPOUT, "optimizer.sam_rho=0.05"],
@@ -116,7 +115,6 @@ BN_DROPOUT = [
         "bsp",
         "vada",
         "pada",
-        "osbp",
         "dirt_t",
         "cdan-bn-dropout-sam",
         "dann-bn-dropout-ema",
