@@ -122,12 +122,7 @@ class Predictor:
     def class_ids(self) -> list[int]:
         """The pair's class index of each of the model's classes (all of them, unless the run
         kept fewer source classes: dataset.source_classes)."""
-        label_sets = self.module.hparams.get("label_sets")
-        return (
-            list(label_sets["source"])
-            if label_sets
-            else list(range(self.module.hparams.num_classes))
-        )
+        return self.module.class_ids
 
     @property
     def open_set(self) -> bool:

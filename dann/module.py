@@ -82,8 +82,9 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         # num_classes: the pair's; the model tells the source's apart (all, unless label_sets
         # says otherwise: dann/data/label_sets.py), and a method with an unknown output (OSBP)
         # adds one
-        if label_sets:
-            num_classes = len(label_sets["source"])
+        # the pair's class index of each class the model tells apart
+        self.class_ids = list(label_sets["source"]) if label_sets else list(range(num_classes))
+        num_classes = len(self.class_ids)
         outputs = num_classes + int(get_class(method["_target_"]).unknown_output)
         self.classifier = mlp_head(
             width,
@@ -289,38 +290,34 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         (BatchNorm statistics included); its domain classifier still sees them, detached."""
         # the discriminators see source rows then target rows, whatever the method forwards
         set_domains(self._discriminator_norms, split=len(x_s))
-        if not self.method.forwards_source:
-            return self._forward_target_alone(x_s, x_t)
-        if self.method.forwards_target:
-            if self._norms:
-                set_domains(self._norms, split=len(x_s))
-            features = self.features(torch.cat([x_s, x_t]))
-            if not self._classifies_target_rows:
-                return features, self.classifier(features[: len(x_s)])
-            return features, self.classifier(features)
+        if not self.method.forwards_source:  # DIRT-T's refinement: the target alone
+            return self._forward_one_domain(x_s, x_t, trained=TARGET)
+        if not self.method.forwards_target:
+            return self._forward_one_domain(x_s, x_t, trained=SOURCE)
+        if self._norms:
+            set_domains(self._norms, split=len(x_s))
+        features = self.features(torch.cat([x_s, x_t]))
+        if not self._classifies_target_rows:
+            return features, self.classifier(features[: len(x_s)])
+        return features, self.classifier(features)
+
+    def _forward_one_domain(self, x_s, x_t, trained: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `trained` domain's rows in training mode, as one domain's batch; the other
+        domain's from an eval-mode forward without gradient (with the source's statistics where
+        they are per domain), so none of its images reaches a training-mode layer (BatchNorm
+        statistics included). Source rows first, then target rows."""
+        rows = [x_s, x_t]
+        if self._norms:
+            set_domains(self._norms, None, trained)
+        features, logits = [None, None], [None, None]
+        features[trained] = self.features(rows[trained])
+        logits[trained] = self.classifier(features[trained])
         if self._norms:
             set_domains(self._norms, None, SOURCE)
-        features_s = self.features(x_s)
-        logits_s = self.classifier(features_s)
-        layers = (self.feature_extractor, self.classifier)
-        with torch.no_grad(), eval_mode(*layers):
-            features_t = self.features(x_t)
-            logits_t = self.classifier(features_t)
-        return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
-
-    def _forward_target_alone(self, x_s, x_t) -> tuple[torch.Tensor, torch.Tensor]:
-        """A method that trains on the target alone (`forwards_source = False`, DIRT-T's
-        refinement): the source rows from an eval-mode forward without gradient (for the logged
-        label loss and accuracy), the target rows in training mode, as one domain's batch."""
-        layers = (self.feature_extractor, self.classifier)
-        with torch.no_grad(), eval_mode(*layers):
-            features_s = self.features(x_s, SOURCE)
-            logits_s = self.classifier(features_s)
-        if self._norms:
-            set_domains(self._norms, None, TARGET)
-        features_t = self.features(x_t)
-        logits_t = self.classifier(features_t)
-        return torch.cat([features_s, features_t]), torch.cat([logits_s, logits_t])
+        with torch.no_grad(), eval_mode(self.feature_extractor, self.classifier):
+            features[1 - trained] = self.features(rows[1 - trained])
+            logits[1 - trained] = self.classifier(features[1 - trained])
+        return torch.cat(features), torch.cat(logits)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         """Per-step scalars reach the loggers every trainer.log_every_n_steps, at the steps

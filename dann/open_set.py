@@ -21,8 +21,6 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-METRICS = ("acc", "os", "os_star", "unknown_recall", "h_score")
-
 
 def open_set_prediction(logits: torch.Tensor, known: int, threshold: float) -> torch.Tensor:
     """Class indices 0..known (known = "unknown") for logits over `known` classes (the

@@ -160,15 +160,13 @@ def score_new_data_whole(datamodule, split: str, new: list[str]) -> dict[str, st
 
 
 @torch.no_grad()
-def evaluate(module, datamodule, split: str, num_classes: int) -> dict:
+def evaluate(module, datamodule, split: str) -> dict:
     """Per domain: accuracy, per-class accuracy and the confusion matrix (rows = true class).
     Classes are the model's: the pair's, or those a label set kept (class i = the i-th of
     dataset.source_classes), and "unknown" last for a checkpoint trained for an open-set target
     (predicted by the run's rule, dann/open_set.py)."""
-    label_sets = module.hparams.get("label_sets")
-    known = len(label_sets["source"]) if label_sets else num_classes
     rule = module.open_set
-    num_classes = known + (rule is not None)
+    num_classes = len(module.class_ids) + (rule is not None)
     loaders = getattr(datamodule, f"{split}_dataloader")()
     results = {}
     for idx, (domain, loader) in enumerate(zip(DOMAINS, loaders, strict=True)):
@@ -222,7 +220,6 @@ def checkpoint_argument(cfg: DictConfig) -> str:
 def _evaluate(cfg: DictConfig) -> None:
     path = checkpoint_argument(cfg)
     ckpt = load_checkpoint(path)
-    hp = ckpt["hyper_parameters"]
     module = module_from_checkpoint(ckpt, path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device).eval()
@@ -250,7 +247,7 @@ def _evaluate(cfg: DictConfig) -> None:
         log.info(
             "%s %s (%s): scoring %s", name, domain, getattr(datamodule.data, domain).name, what
         )
-    results = evaluate(module, datamodule, cfg.split, hp["num_classes"])
+    results = evaluate(module, datamodule, cfg.split)
     for domain, r in results.items():
         results[domain] = {"split": scored[domain], "examples": examples[domain], **r}
 

@@ -98,7 +98,7 @@ def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
     script = load_script("evaluate")
 
     class Recorder(torch.nn.Module):
-        hparams: dict = {}  # no label sets: the pair's classes
+        class_ids = list(range(10))  # no label sets: the pair's classes
         open_set = None
 
         def __init__(self):
@@ -116,7 +116,7 @@ def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
     datamodule, _, _ = build(make_cfg("trainer.fast_dev_run=true"))
     datamodule.setup("test")
     model = Recorder()
-    script.evaluate(model, datamodule, "test", 10)
+    script.evaluate(model, datamodule, "test")
     assert set(model.domains) == {0, 1}  # source batches as domain 0, target as domain 1
 
 
@@ -154,7 +154,7 @@ def test_evaluate_an_open_set_checkpoint_scores_unknown_as_a_class(tmp_path, dat
         for k, v in r.items()
     }
     module.eval()  # evaluate.py's own function, on the same model and test split, in-process
-    target = load_script("evaluate").evaluate(module, datamodule, "test", 10)["target"]
+    target = load_script("evaluate").evaluate(module, datamodule, "test")["target"]
     assert len(target["per_class_accuracy"]) == 7 and target["n"] == 1000
     assert target["accuracy"] == pytest.approx(tested["test/target_acc"], abs=1e-6)
     # OS (mean per-class accuracy, unknown included) as the run logged it

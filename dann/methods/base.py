@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dann.data.label_sets import SETTINGS
+
 
 @dataclass
 class AdaptationOutput:
@@ -53,7 +55,7 @@ class AdaptationMethod(nn.Module):
     # True when the label classifier has an extra output for "unknown" (OSBP): K + 1 logits
     unknown_output = False
     # the label-set settings (dann/data/label_sets.py) the method is meant for
-    settings = ("closed", "partial", "open_set", "universal")
+    settings = SETTINGS
     # True when `unknown()` decides "unknown" from the features (OVANet), not from the logits
     own_unknown_rule = False
     # True when forward() takes the source rows' labels (`source_labels=`, PADA's class weights)
