@@ -80,18 +80,23 @@ BN_DROPOUT = [
 ]
 
 
+# methods with no training state of their own resume through the same path as DANN: their cases
+# run with `pytest -m slow` (those with state of their own, RNG draws or extras run by default)
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         ["method=dann"],
         ["method=daan"],
-        ["method=dan"],
-        ["method=jan"],
-        ["method=coral"],
-        ["method=mdd"],
-        ["method=afn"],
-        ["method=mcc"],
-        ["method=bsp"],
+        pytest.param(["method=dan"], marks=SLOW),
+        pytest.param(["method=jan"], marks=SLOW),
+        pytest.param(["method=coral"], marks=SLOW),
+        pytest.param(["method=mdd"], marks=SLOW),
+        pytest.param(["method=afn"], marks=SLOW),
+        pytest.param(["method=mcc"], marks=SLOW),
+        pytest.param(["method=bsp"], marks=SLOW),
         ["method=vada"],  # VAT draws random directions: the RNG state must resume too
         # class weights re-estimated each epoch from sums that cross the kill at step 8
         ["method=pada", "dataset.target_classes=[0,1,2,3,4]"],
