@@ -154,7 +154,7 @@ def test_every_pair_that_reads_files_has_a_fetch_path():
     paper_and_office = {"mnist_to_mnistm", "svhn_to_mnist", "syndigits_to_svhn", "office31"}
     assert paper_and_office | {"synsigns_to_gtsrb", "mnist_to_usps"} <= with_flag
     for pair in with_flag:
-        assert sources_for(pair)
+        assert sources_for(pair, loaded[pair])  # the config's domains
     for name, src in all_sources().items():
         assert src.manual and (src.mirrors or any(f.urls for f in src.files)), name
         unverified = [f for f in src.files if f.checksum is None]

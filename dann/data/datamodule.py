@@ -28,7 +28,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from dann.data.download import fetch
+from dann.data.download import fetch_first
 from dann.data.label_sets import LabelSets
 from dann.data.registry import UNLABELLED, DomainData, PairData, PairSpec, Split, get_pair
 from dann.data.sources import sources_for
@@ -223,8 +223,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         process keeps what it loaded for `setup`; the others read the caches there."""
         if self.data is None and self._prepared is None:
             if self.hparams.download:
-                for source in sources_for(self.hparams.name):
-                    fetch(source, self.hparams.root, mirrors=self.hparams.mirrors)
+                for sources in sources_for(self.hparams.name, self.spec.options):
+                    fetch_first(sources, self.hparams.root, mirrors=self.hparams.mirrors)
             self._prepared = self.loader(self.spec)
 
     def setup(self, stage: str | None = None) -> None:

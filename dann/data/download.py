@@ -11,8 +11,15 @@ mirror fails. `fetch(source, root)`:
   whatever the mirror; a web page served instead of the file counts as a failure;
 - per URL: a timeout, a few retries with exponential back-off; a partial file is resumed with an
   HTTP Range request (restarted when the server ignores it); a progress bar with size and speed;
+  Google Drive's warning page for large files is passed through its confirmation form
+  (dann/data/drive.py), cookies kept;
 - verifies the checksum before anything is extracted or moved into place; a mismatch discards
   the file and tries the next mirror;
+- after unpacking, checks the layout and the published counts (`Source.expected`: glob pattern ->
+  number of files, or a list file -> its number of lines), descending into a single top-level
+  folder the archive may wrap its contents in; a mismatch is an error and nothing is put in place;
+- `fetch_first(alternatives, root)` tries sources that provide the same data in turn (the
+  official archive, then re-packs of it), and reports every one's failure if none succeeds;
 - writes to `<root>/.downloads/` and extracts into a temporary directory next to the destination,
   renamed into place when complete; archive members that would land outside it (`../`, absolute
   paths, links) are refused;
@@ -24,6 +31,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import http.cookiejar
 import logging
 import os
 import shutil
@@ -37,12 +45,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dann.data.drive import confirmation_url, page_error
 from dann.errors import DataError
 
 log = logging.getLogger(__name__)
 
 MIRRORS_ENV = "DANN_MIRRORS"
 CHUNK = 1 << 16
+MAX_PAGE = 1 << 21  # bytes of a web page read to find a confirmation link
+MAX_HOPS = 3  # confirmation pages followed in a row
+# cookies kept across requests (a host's confirmation step may set one)
+_OPENER = urllib.request.build_opener(
+    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+)
 
 
 class DownloadError(DataError):
@@ -74,6 +89,9 @@ class Source:
     manual: str  # where to put which files by hand
     notes: str = ""  # provenance, licence, a checksum not confirmed from here
     extra: dict = field(default_factory=dict)
+    # checked after unpacking, relative to dest: glob pattern -> number of files (the published
+    # counts); a file named without wildcards (a list) -> its number of non-empty lines
+    expected: dict[str, int] = field(default_factory=dict)
 
 
 def mirrors_for(source: Source, mirrors: Sequence[str] = ()) -> list[str]:
@@ -106,10 +124,13 @@ def verify(path: Path, checksum: str | None) -> bool:
     return file_digest(path, algorithm) == expected.lower()
 
 
-def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool) -> None:
+def _get(
+    url: str, part: Path, timeout: float, size: int | None, progress: bool, hops: int = 0
+) -> None:
     """Download `url` into `part`, resuming what is already there (HTTP Range). A server that
     ignores the range, or answers from another offset, restarts the file; 416 (nothing left to
-    send) leaves the part as it is, for the checksum to judge."""
+    send) leaves the part as it is, for the checksum to judge. A confirmation page (Google
+    Drive's, for large files) is followed to the URL its form or link gives."""
     from tqdm import tqdm
 
     have = part.stat().st_size if part.exists() else 0
@@ -117,7 +138,7 @@ def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool)
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:
             return
@@ -125,9 +146,15 @@ def _get(url: str, part: Path, timeout: float, size: int | None, progress: bool)
     with response:
         kind = response.headers.get("Content-Type", "")
         if kind.startswith("text/html") and not part.name.endswith((".html.part", ".htm.part")):
+            page = response.read(MAX_PAGE).decode("utf-8", "replace")
+            follow = confirmation_url(page, response.geturl()) if hops < MAX_HOPS else None
+            if follow:
+                log.info("%s answered with a confirmation page; following its download link", url)
+                return _get(follow, part, timeout, size, progress, hops + 1)
+            reason = page_error(page)
             raise NotTheFile(
                 "the server sent a web page, not the file (a link that needs a browser, a "
-                "login, or a download-quota page)"
+                "login, or a download-quota page)" + (f": {reason!r}" if reason else "")
             )
         if have and (
             response.status != 206
@@ -251,6 +278,52 @@ def _fetch_file(
     return None
 
 
+def count(folder: Path, pattern: str) -> int:
+    """Files matching a glob pattern under `folder`; for a file named without wildcards (a
+    list, a feature file), its number of non-empty lines."""
+    if not any(c in pattern for c in "*?["):
+        path = folder / pattern
+        return (
+            sum(1 for line in path.read_text().splitlines() if line.strip())
+            if path.is_file()
+            else 0
+        )
+    return sum(1 for p in folder.glob(pattern) if p.is_file())
+
+
+def layout_problems(source: Source, folder: Path) -> list[str]:
+    """How the unpacked files differ from the published layout and counts (none: they fit)."""
+    return [
+        f"{pattern}: {found:,} found, {expected:,} expected"
+        for pattern, expected in source.expected.items()
+        if (found := count(folder, pattern)) != expected
+    ]
+
+
+def check_layout(source: Source, staging: Path) -> None:
+    """Check the unpacked files against `source.expected`; an archive that wraps everything in
+    one top-level folder (where none of the patterns matches) is unwrapped first. A mismatch is
+    a DownloadError."""
+    if not source.expected:
+        return
+    entries = [e for e in staging.iterdir() if e.name != "__MACOSX"]  # macOS zips' metadata
+    wrapped = len(entries) == 1 and entries[0].is_dir()
+    if wrapped and not any(count(staging, pattern) for pattern in source.expected):
+        wrapper = staging / f".{entries[0].name}.wrapper"
+        entries[0].rename(wrapper)
+        for inner in wrapper.iterdir():
+            inner.rename(staging / inner.name)
+        wrapper.rmdir()
+    problems = layout_problems(source, staging)
+    if problems:
+        raise DownloadError(
+            f"{source.name}: the unpacked files do not have the published layout and counts ("
+            + "; ".join(problems)
+            + f"): not the release the loaders read, or an incomplete one. By hand: "
+            f"{source.manual}"
+        )
+
+
 def _marker(source: Source, entries: Sequence[str]) -> str:
     """What a completed fetch records in `<dest>/.<source>.complete`: the files and their
     checksums, and the entries it put in place."""
@@ -348,6 +421,13 @@ def _fetch_locked(source, dest, downloads, urls, options) -> Path:
                 if file.checksum is None:  # unverified and unusable: fetch it again next time
                     path.unlink(missing_ok=True)
                 raise
+        try:
+            check_layout(source, staging)
+        except DownloadError:  # unverified archives of the wrong release: fetched again next time
+            for file, path in zip(source.files, fetched, strict=True):
+                if file.checksum is None:
+                    path.unlink(missing_ok=True)
+            raise
         entries = [entry.name for entry in staging.iterdir()]
         for name in entries:
             target = dest / name
@@ -371,3 +451,32 @@ def _fetch_locked(source, dest, downloads, urls, options) -> Path:
         dest,
     )
     return dest
+
+
+def fetch_first(
+    alternatives: Sequence[Source], root: str | Path, mirrors: Sequence[str] = (), **options
+) -> Path:
+    """Fetch the first of `alternatives` (sources of the same data: the official archive, then
+    re-packs of it) that succeeds; one already fetched is used as it is. When all fail, one
+    DownloadError gives every source's URLs tried and reasons."""
+    for source in alternatives:
+        if _complete(source, Path(root) / source.dest):
+            return Path(root) / source.dest
+    failures = []
+    for source in alternatives:
+        try:
+            return fetch(source, root, mirrors=mirrors, **options)
+        except DownloadError as e:
+            failures.append(str(e))
+            if len(alternatives) > 1:
+                log.warning(
+                    "%s failed; %d other source(s) to try",
+                    source.name,
+                    len(alternatives) - len(failures),
+                )
+    if len(failures) == 1:
+        raise DownloadError(failures[0])
+    raise DownloadError(
+        f"no source of this data could be fetched ({len(failures)} tried):\n- "
+        + "\n- ".join(failures)
+    )

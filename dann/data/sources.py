@@ -23,11 +23,14 @@ that gives the sha256 of what arrived, to be recorded here once confirmed.
 
 import ast
 import functools
+from fnmatch import fnmatch
 from importlib.util import find_spec
 from pathlib import Path
 from types import SimpleNamespace
 
+from dann.data.benchmark_sources import benchmark_sources, domainnet_domain
 from dann.data.download import RemoteFile, Source
+from dann.data.drive import drive_url
 from dann.errors import ConfigError
 
 
@@ -45,18 +48,35 @@ GTSRB_MD5 = (
 )
 
 
-# pytorch-adapt's MNISTM and Office31 datasets (their URL and md5; the archives unpack to
-# mnist_m/ and office31/)
+# MNIST-M (Ganin et al.): Ganin's own Google Drive file; its md5 is confirmed by two projects
+# (deepmind's dm_nevis `handlers/mnist_m.py`, pytorch-adapt). pytorch-adapt's Box copy of it is
+# kept as a last mirror (Box answers 404 since 2024). Published counts: 59,001 / 9,001 images.
+DRIVE_MNISTM = drive_url("0B_tExHiYS-0veklUZHFYT19KYjg")
 BOX_MNISTM = "https://cornell.box.com/shared/static/jado7quprg6hzzdubvwzh9umr75damwi"
 MNISTM_MD5 = "859df31c91afe82e80e5012ba928f279"
-BOX_OFFICE31 = "https://cornell.box.com/shared/static/3v2ftdkdhpz1lbbr4uhu0135w7m79p7q"
-OFFICE31_MD5 = "89818e596f3cdda1d56da0f077435faa"
+MNISTM_COUNTS = {"mnist_m/mnist_m_train/*": 59_001, "mnist_m/mnist_m_test/*": 9_001}
 # Ganin's Google Drive file (SynthDigits.zip); `confirm=t` skips the virus-scan page
 GDRIVE_SYNDIGITS = (
     "https://drive.usercontent.google.com/download?id=0B9Z4d7lAwbnTSVR1dEFSRUFxOUU"
     "&export=download&confirm=t"
 )
-DROPBOX_SYNSIGNS = "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1"
+DROPBOX_SYNSIGNS = (
+    "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1",
+    # the link used by wogong/pytorch-dann and Britefury's self-ensembling code
+    "https://www.dropbox.com/s/2zuyr4ndduspxin/synthetic_data.zip?dl=1",
+)
+# Google's cvdf mirror of the original MNIST files (same names and md5 as torchvision's)
+CVDF_MNIST = "https://storage.googleapis.com/cvdf-datasets/mnist"
+# the DANN authors' own Amazon reviews features (GRAAL-Research/domain_adversarial_neural_network)
+GRAAL_AMAZON = (
+    "https://raw.githubusercontent.com/GRAAL-Research/domain_adversarial_neural_network/master/data"
+)
+GRAAL_COUNTS = {  # lines of DOMAIN_{train,test}.svmlight in that repository
+    "books": (2000, 4465),
+    "dvd": (2000, 3586),
+    "electronics": (2000, 5681),
+    "kitchen": (2000, 5945),
+}
 
 
 def _torchvision_tables() -> tuple:
@@ -95,7 +115,7 @@ def all_sources() -> dict[str, Source]:
         "mnist": Source(
             "mnist",
             tuple(RemoteFile(n, f"md5:{md5}", extract="gunzip") for n, md5 in MNIST.resources),
-            tuple(MNIST.mirrors),
+            (*MNIST.mirrors, CVDF_MNIST),
             "MNIST/raw",
             manual="put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
             "and t10k-labels-idx1-ubyte (gunzipped) in <root>/MNIST/raw/",
@@ -123,28 +143,23 @@ def all_sources() -> dict[str, Source]:
         ),
         "mnistm": Source(
             "mnistm",
-            (RemoteFile("mnist_m.tar.gz", f"md5:{MNISTM_MD5}", extract="tar", urls=(BOX_MNISTM,)),),
+            (
+                RemoteFile(
+                    "mnist_m.tar.gz",
+                    f"md5:{MNISTM_MD5}",
+                    extract="tar",
+                    urls=(DRIVE_MNISTM, BOX_MNISTM),
+                ),
+            ),
             (),
             ".",
             manual="unpack mnist_m.tar.gz (the official MNIST-M release, Ganin et al.) in <root>/ "
             "so that <root>/mnist_m/mnist_m_{train,test}/*.png and "
             "mnist_m_{train,test}_labels.txt exist",
-            notes="md5 from pytorch-adapt, not confirmed from here; the official release, "
-            "which mnist_to_mnistm reads instead of generating MNIST-M when it is there",
-        ),
-        "office31": Source(
-            "office31",
-            (
-                RemoteFile(
-                    "office31.tar.gz", f"md5:{OFFICE31_MD5}", extract="tar", urls=(BOX_OFFICE31,)
-                ),
-            ),
-            (),
-            ".",
-            manual="unpack Office-31 (domain_adaptation_images.tar.gz, Saenko et al. 2010) so "
-            "that <root>/office31/{amazon,dslr,webcam}/images/CLASS/*.jpg exist (or pass "
-            "dataset.root=<folder holding amazon/, dslr/, webcam/>)",
-            notes="md5 from pytorch-adapt, not confirmed from here",
+            notes="Ganin's Google Drive file (md5: dm_nevis and pytorch-adapt), then "
+            "pytorch-adapt's Box copy (404 since 2024); the official release, which "
+            "mnist_to_mnistm reads instead of generating MNIST-M when it is there",
+            expected=MNISTM_COUNTS,
         ),
         "syndigits": Source(
             "syndigits",
@@ -158,7 +173,7 @@ def all_sources() -> dict[str, Source]:
         ),
         "synsigns": Source(
             "synsigns",
-            (RemoteFile("synthetic_data.zip", None, extract="zip", urls=(DROPBOX_SYNSIGNS,)),),
+            (RemoteFile("synthetic_data.zip", None, extract="zip", urls=DROPBOX_SYNSIGNS),),
             (),
             ".",
             manual="unzip synthetic_data.zip (Synthetic Signs, Moiseev et al. 2013) in <root>/ "
@@ -175,6 +190,24 @@ def all_sources() -> dict[str, Source]:
             "al. 2007) in <root>/ so that <root>/processed_acl/DOMAIN/{positive,negative,"
             "unlabeled}.review exist",
             notes="checksum not published",
+        ),
+        "amazon_reviews_graal": Source(
+            "amazon_reviews_graal",
+            tuple(
+                RemoteFile(f"{domain}_{split}.svmlight", None)
+                for domain in GRAAL_COUNTS
+                for split in ("train", "test")
+            ),
+            (GRAAL_AMAZON,),
+            ".",
+            manual="put the DANN authors' DOMAIN_train.svmlight and DOMAIN_test.svmlight "
+            "(github.com/GRAAL-Research/domain_adversarial_neural_network, data/) in <root>/",
+            notes="the paper authors' features; checksum not published",
+            expected={
+                f"{domain}_{split}.svmlight": n
+                for domain, counts in GRAAL_COUNTS.items()
+                for split, n in zip(("train", "test"), counts, strict=True)
+            },
         ),
         # torchvision's GTSRB.download (0.29) holds these URLs and md5 sums in its code
         "gtsrb": Source(
@@ -197,10 +230,12 @@ def all_sources() -> dict[str, Source]:
             manual="put usps.bz2 and usps.t.bz2 (libsvm's multiclass datasets page), still "
             "bz2-compressed, in <root>/",
         ),
+        **benchmark_sources(),
     }
 
 
-# the sources each pair reads from dataset.root (MNIST-M is generated from MNIST when absent)
+# the data each pair reads from dataset.root (MNIST-M is generated from MNIST when absent): names
+# of sources, or of the data in ALTERNATIVES; `{source}` / `{target}`: the pair's domains
 PAIR_SOURCES: dict[str, tuple[str, ...]] = {
     "mnist_to_mnistm": ("mnist", "bsds500"),
     "svhn_to_mnist": ("svhn", "mnist"),
@@ -211,18 +246,73 @@ PAIR_SOURCES: dict[str, tuple[str, ...]] = {
     "syndigits_to_svhn": ("syndigits", "svhn"),
     "synsigns_to_gtsrb": ("synsigns", "gtsrb"),
     "office31": ("office31",),
+    "office_home": ("office_home",),
+    "visda2017": ("visda2017",),
+    "domainnet": ("domainnet_{source}", "domainnet_{target}"),
     "amazon_reviews": ("amazon_reviews",),
+}
+# hosts known to answer 404 for the files here: their links stay as last resorts, never alone
+DEAD_HOSTS = ("cornell.box.com",)
+
+
+def urls_of(source: Source) -> list[str]:
+    """The source's own mirrors (as base URLs) and direct links."""
+    return [*source.mirrors, *(url for f in source.files for url in f.urls)]
+
+
+def is_dead(url: str) -> bool:
+    return any(f"//{host}/" in url for host in DEAD_HOSTS)
+
+
+# data that more than one source provides, tried in this order (the official host first)
+ALTERNATIVES: dict[str, tuple[str, ...]] = {
+    "office31": ("office31", "office31_tllib", "office31_box"),
+    "office_home": ("office_home", "office_home_tllib"),
+    "visda2017": ("visda2017", "visda2017_tllib"),
+    "amazon_reviews": ("amazon_reviews", "amazon_reviews_graal"),
+    **{
+        f"domainnet_{d}": (f"domainnet_{d}", f"domainnet_{d}_tllib")
+        for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+    },
 }
 
 
-def sources_for(pair: str) -> list[Source]:
-    """The sources of a pair (or a single source, by its own name)."""
-    if pair in all_sources():
-        return [all_sources()[pair]]
+def alternatives(name: str) -> tuple[Source, ...]:
+    """The sources of one piece of data, in the order they are tried."""
+    return tuple(all_sources()[n] for n in ALTERNATIVES.get(name, (name,)))
+
+
+def pairs_reading(source: str) -> list[str]:
+    """The pairs that may fetch `source` (the download listing)."""
+    out = []
+    for pair, names in PAIR_SOURCES.items():
+        for name in names:
+            pattern = name.replace("{source}", "*").replace("{target}", "*")
+            candidates = [n for a, ns in ALTERNATIVES.items() if fnmatch(a, pattern) for n in ns]
+            if source in candidates or fnmatch(source, pattern):
+                out.append(pair)
+                break
+    return out
+
+
+def sources_for(pair: str, options: dict | None = None) -> list[tuple[Source, ...]]:
+    """What a pair (or one piece of data, by its own name) downloads: for each piece of data,
+    its sources in the order they are tried. `options`: the dataset config (its domains)."""
+    if pair in all_sources() or pair in ALTERNATIVES:
+        return [alternatives(pair)]
     if pair not in PAIR_SOURCES:
         fetchable = ", ".join(sorted(PAIR_SOURCES))
         raise ConfigError(
             f"dataset.download=true: nothing to download for {pair!r} (its files are put in "
             f"place by hand, see the README's Data section); pairs with downloads: {fetchable}"
         )
-    return [all_sources()[name] for name in PAIR_SOURCES[pair]]
+    options = options or {}
+    domains = {k: domainnet_domain(options.get(k)) for k in ("source", "target")}
+    names = [n.format(**domains) for n in PAIR_SOURCES[pair]]
+    unknown = [n for n in names if n not in all_sources() and n not in ALTERNATIVES]
+    if unknown:
+        raise ConfigError(
+            f"dataset.download=true: no download for {', '.join(unknown)}; check dataset.source "
+            "and dataset.target"
+        )
+    return [alternatives(name) for name in dict.fromkeys(names)]
