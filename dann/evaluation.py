@@ -3,8 +3,11 @@ accuracy, the domain classifier's accuracy, the open-set metrics where the targe
 classes (dann/open_set.py), AdaBN's re-estimated statistics before each evaluation, and what the
 selection validators receive (features, logits, labels of every batch).
 
+With `dataset.class_mean_accuracy=true`, the target's mean of per-class accuracies (over the
+classes it holds; VisDA-2017's reported metric) is logged beside the accuracy.
+
 It reads the module's `features`, `classifier`, `method`, `eval_acc`, `eval_domain_acc`,
-`open_set`, `norm` and `_norms`.
+`open_set`, `target_confusion`, `norm` and `_norms`.
 """
 
 import torch
@@ -12,6 +15,14 @@ import torch
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.models.norm import TARGET, recompute_statistics, set_domains
+
+
+def mean_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """The mean over true classes (rows) of each class's accuracy, from a confusion matrix;
+    classes with no example (absent from the target, as in partial adaptation) are left out."""
+    support = confusion.sum(1)
+    present = support > 0
+    return (confusion.diagonal()[present] / support[present]).mean()
 
 
 class ModuleEvaluation:
@@ -28,6 +39,8 @@ class ModuleEvaluation:
         elif known.all():
             metric(logits, y)
             self.log(f"{stage}/{domain}_acc", metric, on_epoch=True, add_dataloader_idx=False)
+            if domain == "target" and self.target_confusion is not None:
+                self.target_confusion.update(logits, y)
         d = self.method.domain_logits(features, logits=logits)
         if d is not None:
             # predicted labels (logit > 0, as in training), not logits: torchmetrics only applies
@@ -46,6 +59,11 @@ class ModuleEvaluation:
 
     def _eval_epoch_end(self, stage: str) -> None:
         self._log_epoch_metric(f"{stage}/domain_acc", self.eval_domain_acc)
+        confusion = self.target_confusion
+        if confusion is not None and confusion.update_called:
+            counts = confusion.compute()  # reduced across processes by torchmetrics
+            self.log(f"{stage}/target_class_mean_acc", mean_class_accuracy(counts), sync_dist=True)
+            confusion.reset()
         scores = self.open_set.compute() if self.open_set is not None else None
         for name, value in (scores or {}).items():  # reduced across processes by torchmetrics
             self.log(f"{stage}/target_{name}", value, sync_dist=True)

@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 
 # pairs whose images reach the model through a torchvision transform (Dataset splits, see
 # dann/data/folders.py) instead of as uint8 tensors normalised by the datamodule
-TRANSFORM_PAIRS = {"office31": folder_transforms, "folder": folder_transforms}
+TRANSFORM_PAIRS = {
+    name: folder_transforms
+    for name in ("office31", "office_home", "visda2017", "domainnet", "folder")
+}
 UNKNOWN = "unknown"  # the prediction for a class the source lacks (open-set checkpoints)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
@@ -265,9 +268,14 @@ class Predictor:
 
 def module_from_checkpoint(ckpt: dict, path: str | Path) -> DALightningModule:
     """The model a loaded checkpoint holds, rebuilt from its hyper-parameters with its weights
-    checked (scripts/evaluate.py, predict.py, export.py); no torch.compile for these passes."""
+    checked (scripts/evaluate.py, predict.py, export.py); no torch.compile for these passes, and
+    no pretrained weights read: the checkpoint holds every weight (the training run's cache or
+    weights file need not be on this machine)."""
     hp = dict(ckpt["hyper_parameters"])
     hp["backbone"] = {**hp["backbone"], "compile": False}
+    features = hp["backbone"].get("features") or {}
+    if features.get("pretrained") not in (None, False):
+        hp["backbone"]["features"] = {**features, "pretrained": False}
     module = DALightningModule(**hp)
     load_state_checked(module, ckpt["state_dict"], str(path))
     return module

@@ -34,7 +34,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from torch import nn
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+)
 
 from dann.checkpoints import carry_step_count
 from dann.data.datamodule import DOMAINS
@@ -73,6 +77,7 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         norm: dict | None = None,
         loss: dict | None = None,
         label_sets: dict | None = None,
+        class_mean_accuracy: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -149,6 +154,10 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         self.open_set = None
         if label_sets and label_sets["setting"] in ("open_set", "universal"):
             self.open_set = OpenSetEvaluation(num_classes, label_sets.get("unknown_threshold", 0.5))
+        # the target's mean of per-class accuracies (VisDA-2017's reported metric)
+        self.target_confusion = None
+        if class_mean_accuracy and self.open_set is None:
+            self.target_confusion = MulticlassConfusionMatrix(outputs)
 
         self.channels_last = bool(backbone.get("channels_last", False))
         if self.channels_last:  # 4-D weights only; everything else is unaffected

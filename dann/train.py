@@ -88,6 +88,7 @@ def build(cfg: DictConfig) -> tuple[DomainAdaptationDataModule, DALightningModul
             label_sets=None
             if label_sets.setting == "closed"
             else {**label_sets.as_dict(), "unknown_threshold": cfg.get("unknown_threshold", 0.5)},
+            class_mean_accuracy=bool(cfg.dataset.get("class_mean_accuracy", False)),
         )
     except Exception as e:
         both = _with_missing_data(datamodule, e)
@@ -354,9 +355,14 @@ def run(cfg: DictConfig) -> dict[str, float | str | None]:
         fmt(summary["selected_val/target_acc"]),
         fmt(summary["test/source_acc"]),
         fmt(summary["test/target_acc"]),
-        f" H-score={fmt(summary['test/target_h_score'])}"
-        if "test/target_h_score" in summary
-        else "",
+        "".join(
+            f" {label}={fmt(summary[key])}"
+            for key, label in (
+                ("test/target_h_score", "H-score"),
+                ("test/target_class_mean_acc", "class-mean"),
+            )
+            if key in summary
+        ),
         summary["checkpoint"],
         ", ".join(log_dirs) or None,
     )

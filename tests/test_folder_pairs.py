@@ -83,7 +83,9 @@ def test_domain_without_class_folders_is_named(tmp_path):
 
 
 def test_unknown_office_domain_lists_choices(tmp_path):
-    with pytest.raises(ValueError, match="'caltech'.*valid choices: amazon, dslr, webcam"):
+    with pytest.raises(
+        ValueError, match=r"'caltech'.*choices: amazon \(A\), dslr \(D\), webcam \(W\)"
+    ):
         get_pair("office31")(spec("office31", tmp_path, source="caltech", target="webcam"))
     with pytest.raises(FileNotFoundError, match=r"dataset.root=.*amazon,dslr,webcam"):
         get_pair("office31")(spec("office31", source="amazon", target="webcam"))

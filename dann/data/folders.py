@@ -1,23 +1,25 @@
-"""Folder-based dataset pairs: `office31`, `folder` (any two ImageFolders), `synsigns_to_gtsrb`.
+"""Folder-based dataset pairs: `folder` (any two ImageFolders) and `synsigns_to_gtsrb`, and the
+transductive protocol and transforms the benchmarks (dann/data/benchmarks.py: office31,
+office_home, visda2017, domainnet) share.
 
 All read class-subfolder images (the torchvision ImageFolder layout, `DIR/CLASS/*.jpg`). Both
 domains must have the same class names; class index = position of the name in the sorted list,
 so the same name has the same index in both domains. A mismatch is a ValueError listing the
 classes found only in the source and only in the target; an empty class folder or a folder with
-no class subfolders is a FileNotFoundError naming it. `office31` and `folder` save the class
+no class subfolders is a FileNotFoundError naming it. The folder pairs save the class
 names in checkpoints (the pair's `preprocessing`): scripts/predict.py writes them, and a
 checkpoint evaluated on new folders keeps its class indices. No data ships with these pairs:
 `dataset.root` (or `source_root`/`target_root`) must point at user-supplied files.
 
-`office31` (Saenko et al. 2010) and `folder` follow the standard, transductive protocol:
+`folder` (like the Office benchmarks) follows the standard, transductive protocol:
 - source: all labelled images train the model, except 10% held out (fixed by `split_seed`) as
   source val; there is no separate source test set, so source test = that held-out 10%;
 - target: ALL target images are the unlabelled training set AND the target val and test sets
   (their labels serve the oracle numbers only, never training or model selection).
 Images are large, so splits are Datasets decoded by DataLoader workers. Train transform:
-Resize(resize) + RandomResizedCrop(image_size) + RandomHorizontalFlip; eval transform:
-Resize(resize) + CenterCrop(image_size); both then ToTensor + Normalize(norm_mean, norm_std),
-ImageNet statistics by default (pretrained backbones).
+Resize(resize) + RandomResizedCrop(image_size) (or `train_crop`) + RandomHorizontalFlip; eval
+transform: Resize(resize) + CenterCrop(image_size); both then ToTensor + Normalize(norm_mean,
+norm_std), ImageNet statistics by default (pretrained backbones).
 
 `synsigns_to_gtsrb` (JMLR 2016 section 5.2.4): SynSigns, 100k synthetic signs of 43 classes
 (Moiseev et al. 2013), as `root/synsigns/CLASSID/*.png` -> GTSRB in torchvision's layout under
@@ -57,11 +59,6 @@ log = logging.getLogger(__name__)
 SOURCE_VAL_FRACTION = 0.1  # of the source images, held out as source val (folder pairs)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
-OFFICE31_LAYOUT = (
-    "ROOT/{amazon,dslr,webcam}/images/CLASS/*.jpg (the official Office-31 release, "
-    "domain_adaptation_images.tar.gz, unpacked) or ROOT/{amazon,dslr,webcam}/CLASS/*.jpg"
-)
 SYNSIGNS_LAYOUT = (
     "ROOT/synsigns/CLASSID/*.png: the Synthetic Signs images (Moiseev et al. 2013; 100,000 "
     "images, 43 classes) sorted into one folder per class id, named 0..42 or 00000..00042, or "
@@ -155,8 +152,14 @@ def _samples(files: dict, classes: list) -> list[tuple[str, int]]:
 # ---- office31 / folder: Dataset splits, transductive protocol --------------------------------
 
 
+TRAIN_CROPS = ("random_resized", "center", "random")
+
+
 def folder_transforms(spec: PairSpec) -> tuple[Callable, Callable]:
-    """(train, eval) transforms from the dataset config: image_size, resize, norm_mean/std."""
+    """(train, eval) transforms from the dataset config: image_size, resize, norm_mean/std;
+    `resize_square` (TLlib's ResizeImage: both sides to `resize`, else the shorter side) and
+    `train_crop` (random_resized: RandomResizedCrop, the default; center: CenterCrop, TLlib's
+    `cen.crop` for VisDA-2017; random: RandomCrop)."""
     from torchvision import transforms as T
 
     if spec.channels not in (None, 3):
@@ -174,10 +177,16 @@ def folder_transforms(spec: PairSpec) -> tuple[Callable, Callable]:
             list(spec.options.get("norm_std") or IMAGENET_STD),
         ),
     ]
-    train = T.Compose(
-        [T.Resize(resize), T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalize]
-    )
-    evaluate = T.Compose([T.Resize(resize), T.CenterCrop(size), *normalize])
+    crop = spec.options.get("train_crop") or "random_resized"
+    if crop not in TRAIN_CROPS:
+        raise InvalidDataError(
+            f"dataset.train_crop={crop!r}: choose one of {', '.join(TRAIN_CROPS)}"
+        )
+    cropping = {"random_resized": T.RandomResizedCrop, "center": T.CenterCrop}
+    resizing = T.Resize((resize, resize) if spec.options.get("resize_square") else resize)
+    train_crop = cropping.get(crop, T.RandomCrop)(size)
+    train = T.Compose([resizing, train_crop, T.RandomHorizontalFlip(), *normalize])
+    evaluate = T.Compose([resizing, T.CenterCrop(size), *normalize])
     return train, evaluate
 
 
@@ -214,46 +223,6 @@ def transductive_pair(
         target=DomainData(names[1], ImageFiles(target, train_tf), target_eval, target_eval),
         num_classes=len(classes),
         preprocessing={**fitted, "classes": classes},
-    )
-
-
-def office31_folder(root: Path, domain: str) -> Path:
-    """DOMAIN/images (official release) if present, else DOMAIN itself; under ROOT or under
-    ROOT/office31 (where `scripts/download.py office31` unpacks it)."""
-    base = root / domain
-    if not base.is_dir() and (root / "office31" / domain).is_dir():
-        base = root / "office31" / domain
-    if (base / "images").is_dir():
-        return base / "images"
-    if base.is_dir():
-        return base
-    raise DataError(
-        f"Office-31 domain folder {base} not found; expected "
-        f"{OFFICE31_LAYOUT.replace('ROOT', str(root))}; or add dataset.download=true to fetch "
-        f"and verify it"
-    )
-
-
-@register_pair("office31")
-def load_office31(spec: PairSpec) -> PairData:
-    source, target = spec.options.get("source", "amazon"), spec.options.get("target", "webcam")
-    for domain in (source, target):
-        if domain not in OFFICE31_DOMAINS:
-            raise InvalidDataError(
-                f"unknown Office-31 domain {domain!r}; valid choices: {', '.join(OFFICE31_DOMAINS)}"
-            )
-    if source == target:
-        raise InvalidDataError(
-            f"dataset.source and dataset.target are both {source!r}; pick two of "
-            f"{', '.join(OFFICE31_DOMAINS)}"
-        )
-    if spec.root is None:
-        raise DataError(
-            f"office31 has no embedded data: pass dataset.root=/path with {OFFICE31_LAYOUT}"
-        )
-    root = Path(spec.root)
-    return transductive_pair(
-        office31_folder(root, source), office31_folder(root, target), (source, target), spec
     )
 
 

@@ -85,7 +85,8 @@ _PAIRS: dict[str, PairLoader] = {}
 # the modules that register pairs, imported on the first lookup (dann/data/__init__.py)
 PAIR_MODULES = (
     "amazon",  # amazon_reviews
-    "folders",  # office31, folder, synsigns_to_gtsrb
+    "benchmarks",  # office31, office_home, visda2017, domainnet
+    "folders",  # folder, synsigns_to_gtsrb
     "mnistm",  # mnist_to_mnistm
     "sequences",  # sequences
     "svhn",  # svhn_to_mnist
