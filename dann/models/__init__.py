@@ -12,15 +12,20 @@ __all__ = [
     "LeNetDANNBN",
     "ResNetFeatures",
     "SVHNDANN",
+    "TimmFeatures",
     "mlp_head",
 ]
 
 
 def __getattr__(name: str):
-    # ResNetFeatures needs torchvision: imported on first use, so the heads and the small
-    # backbones (and `from dann import DANN`) load without it
+    # ResNetFeatures needs torchvision, TimmFeatures timm (an optional extra): imported on first
+    # use, so the heads and the small backbones (and `from dann import DANN`) load without them
     if name == "ResNetFeatures":
         from dann.models.resnet import ResNetFeatures
 
         return ResNetFeatures
+    if name == "TimmFeatures":
+        from dann.models.timm_features import TimmFeatures
+
+        return TimmFeatures
     raise AttributeError(f"module 'dann.models' has no attribute {name!r}")
