@@ -70,7 +70,7 @@ def test_unpacked_counts_are_checked_and_a_wrapping_folder_is_unwrapped(server, 
     with pytest.raises(DownloadError, match=r"a/\*: 3 found, 4 expected"):
         fetch(wrong, tmp_path, **FAST)
     assert files_under(tmp_path) == []  # nothing put in place
-    right = dataclasses.replace(wrong, expected={"a/*": 3, "list.txt": 2})
+    right = dataclasses.replace(wrong, expected={"a/*": 3, "lines:list.txt": 2})
     dest = fetch(right, tmp_path, **FAST)
     assert files_under(dest) == ["a/0.png", "a/1.png", "a/2.png", "list.txt"]
 
@@ -210,21 +210,7 @@ def test_each_benchmark_source_unpacks_to_what_its_loader_reads(
     published counts scaled down to the fakes' (the patterns are the real ones)."""
     names = [name.format(d) for d in ("clipart", "sketch")] if "{}" in name else [name]
     for source_name in names:
-        real = all_sources()[source_name]
-        fake = archives(source_name)
-        assert set(fake) == {f.name for f in real.files}
-        server.files |= {f"/m/{n}": data for n, data in fake.items()}
-        # the fakes' own counts under the real patterns
-        offline = dataclasses.replace(
-            real,
-            files=tuple(
-                dataclasses.replace(f, checksum=md5(fake[f.name]), urls=()) for f in real.files
-            ),
-            mirrors=(f"{server.url}/m",),
-            expected={p: fake_count(fake, p) for p in real.expected},
-        )
-        assert all(offline.expected.values()), offline.expected  # every pattern matches a fake
-        fetch(offline, tmp_path / "root", **FAST)
+        fetch_fake(source_name, archives(source_name), server, tmp_path / "root")
     spec = PairSpec(pair, str(tmp_path / "root"), tmp_path / "cache", 0, 32, 3, domains)
     data = get_pair(pair)(spec)
     assert data.num_classes == 2
@@ -235,7 +221,6 @@ def test_each_benchmark_source_unpacks_to_what_its_loader_reads(
 
 def fake_count(fake: dict[str, bytes], pattern: str) -> int:
     """What `pattern` counts in the fake's files once unpacked (archives listed by member)."""
-    import fnmatch
     import tarfile
 
     members: dict[str, bytes] = {}
@@ -249,12 +234,134 @@ def fake_count(fake: dict[str, bytes], pattern: str) -> int:
                 members |= {n: z.read(n) for n in z.namelist()}
         else:
             members[name] = data
+    found = count_members(members, pattern)
     tops = {m.split("/")[0] for m in members}
-    if len(tops) == 1 and not any(fnmatch.fnmatch(m, pattern) for m in members):
-        wrapper = tops.pop() + "/"  # the fetch unwraps a single top-level folder
-        members = {m.removeprefix(wrapper): v for m, v in members.items()}
-    if not any(c in pattern for c in "*?["):
-        return len([line for line in members.get(pattern, b"").decode().splitlines() if line])
-    return sum(
-        1 for m in members if fnmatch.fnmatch(m, pattern) and m.count("/") == pattern.count("/")
+    if not found and len(tops) == 1:  # the fetch unwraps a single top-level folder
+        wrapper = tops.pop() + "/"
+        found = count_members({m.removeprefix(wrapper): v for m, v in members.items()}, pattern)
+    return found
+
+
+def count_members(members: dict[str, bytes], pattern: str) -> int:
+    import fnmatch
+
+    if pattern.startswith("lines:"):
+        lines = members.get(pattern.removeprefix("lines:"), b"").decode().splitlines()
+        return len([line for line in lines if line])
+    slashes = pattern.count("/")
+    return sum(1 for m in members if fnmatch.fnmatch(m, pattern) and m.count("/") == slashes)
+
+
+# ---- the other archives: fetched with their real patterns, then read by their loaders ----------
+
+
+def png(size=(28, 28)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (30, 160, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def ppm() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 30), (200, 10, 10)).save(buf, format="PPM")
+    return buf.getvalue()
+
+
+def review(label: str) -> str:
+    return f"great:2 not_bad:1 {label[:3]}:1 #label#:{label}"
+
+
+def other_archives() -> dict[str, dict[str, bytes]]:
+    """Small fakes of the digit, sign and review archives, in their published layouts."""
+    mnistm = {
+        f"mnist_m/mnist_m_{s}/{i:08d}.png": png() for s in ("train", "test") for i in range(3)
+    }
+    for s in ("train", "test"):
+        lines = "\n".join(f"{i:08d}.png {i}" for i in range(3))
+        mnistm[f"mnist_m/mnist_m_{s}_labels.txt"] = lines.encode()
+    bsds = {
+        f"BSR/BSDS500/data/images/{s}/{i}.jpg": jpeg()
+        for s in ("train", "val", "test")
+        for i in (1, 2)
+    }
+    signs = {f"synthetic_data/train/{i:05d}.png": png((40, 40)) for i in range(4)}
+    labelling = "\n".join(f"train/{i:05d}.png {7 + 5 * (i % 2)} 0 0" for i in range(4))
+    signs["synthetic_data/train_labelling.txt"] = labelling.encode()
+    header = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
+    test_csv = "\n".join([header, "00000.ppm;30;30;1;1;29;29;7", "00001.ppm;30;30;1;1;29;29;12"])
+    reviews = {
+        f"processed_acl/{d}/{f}.review": "\n".join(
+            review(lab) for lab in ("positive", "negative")
+        ).encode()
+        for d in ("books", "dvd", "electronics", "kitchen")
+        for f in ("positive", "negative", "unlabeled")
+    }
+    svm = {
+        f"{d}_{s}.svmlight": b"1 0:1.0 4:2.0\n-1 1:1.0 3:1.0\n1 2:3.0\n-1 0:1.0\n"
+        for d in ("books", "dvd", "electronics", "kitchen")
+        for s in ("train", "test")
+    }
+    return {
+        "mnistm": {"mnist_m.tar.gz": tar_bytes(mnistm)},
+        "bsds500": {"BSR_bsds500.tgz": tar_bytes(bsds)},
+        "synsigns": {"synthetic_data.zip": zip_bytes(signs)},
+        "gtsrb": {
+            "GTSRB-Training_fixed.zip": zip_bytes(
+                {f"GTSRB/Training/{c:05d}/{i}.ppm": ppm() for c in (7, 12) for i in range(3)}
+            ),
+            "GTSRB_Final_Test_Images.zip": zip_bytes(
+                {f"GTSRB/Final_Test/Images/{i:05d}.ppm": ppm() for i in range(2)}
+            ),
+            "GTSRB_Final_Test_GT.zip": zip_bytes({"GT-final_test.csv": test_csv.encode()}),
+        },
+        "syndigits": {
+            "SynthDigits.zip": zip_bytes(
+                {"synth_train_32x32.mat": b"m", "synth_test_32x32.mat": b"m"}
+            )
+        },
+        "amazon_reviews": {"processed_acl.tar.gz": tar_bytes(reviews)},
+        "amazon_reviews_graal": svm,
+    }
+
+
+def fetch_fake(name: str, fake: dict[str, bytes], server, root) -> None:  # noqa: F811
+    """Fetch `name` from the local server: the real files, patterns and destination, with the
+    fakes' checksums and the published counts scaled down to what the fakes hold."""
+    real = all_sources()[name]
+    assert set(fake) == {f.name for f in real.files}
+    server.files |= {f"/m/{n}": data for n, data in fake.items()}
+    offline = dataclasses.replace(
+        real,
+        files=tuple(
+            dataclasses.replace(f, checksum=md5(fake[f.name]), urls=()) for f in real.files
+        ),
+        mirrors=(f"{server.url}/m",),
+        expected={p: fake_count(fake, p) for p in real.expected},
     )
+    assert real.expected and all(offline.expected.values()), offline.expected
+    fetch(offline, root, **FAST)
+
+
+def test_digit_sign_and_review_archives_unpack_to_what_their_loaders_read(server, tmp_path):  # noqa: F811
+    from dann.data.mnistm import bsds500_photos, load_mnistm_official
+
+    fakes, root = other_archives(), tmp_path / "root"
+    for name, fake in fakes.items():
+        fetch_fake(name, fake, server, root)
+    assert len(load_mnistm_official(str(root), tmp_path / "cache", 0).test) == 3
+    assert len(bsds500_photos(root)) == 2
+    assert sorted(p.name for p in root.glob("synth_*_32x32.mat")) == [
+        "synth_test_32x32.mat",
+        "synth_train_32x32.mat",
+    ]
+    signs = get_pair("synsigns_to_gtsrb")(PairSpec("synsigns_to_gtsrb", str(root), tmp_path / "c"))
+    assert signs.num_classes == 2 and len(signs.target.test) == 2
+    for files in ("processed_acl", "svmlight"):  # the release, then the authors' features
+        if files == "svmlight":
+            import shutil
+
+            shutil.rmtree(root / "processed_acl")
+        options = {"source": "books", "target": "dvd"}
+        spec = PairSpec("amazon_reviews", str(root), tmp_path / "c", 0, None, None, options)
+        reviews = get_pair("amazon_reviews")(spec)
+        assert reviews.num_classes == 2 and len(reviews.target.test) > 0

@@ -246,7 +246,7 @@ def _domainnet() -> dict[str, Source]:
             "domainnet",
             manual=manual,
             notes="the official host (zip md5: shifthappens); split lists' checksum not published",
-            expected={f"{domain}_train.txt": train, f"{domain}_test.txt": test},
+            expected={f"lines:{domain}_train.txt": train, f"lines:{domain}_test.txt": test},
         )
         sources[f"domainnet_{domain}_tllib"] = Source(
             f"domainnet_{domain}_tllib",
@@ -256,8 +256,8 @@ def _domainnet() -> dict[str, Source]:
             manual=manual,
             notes=TLLIB,
             expected={
-                f"image_list/{domain}_train.txt": train,
-                f"image_list/{domain}_test.txt": test,
+                f"lines:image_list/{domain}_train.txt": train,
+                f"lines:image_list/{domain}_test.txt": test,
             },
         )
     return sources

@@ -15,9 +15,10 @@ mirror fails. `fetch(source, root)`:
   (dann/data/drive.py), cookies kept;
 - verifies the checksum before anything is extracted or moved into place; a mismatch discards
   the file and tries the next mirror;
-- after unpacking, checks the layout and the published counts (`Source.expected`: glob pattern ->
-  number of files, or a list file -> its number of lines), descending into a single top-level
-  folder the archive may wrap its contents in; a mismatch is an error and nothing is put in place;
+- after unpacking, checks the layout and the published counts (`Source.expected`: glob pattern
+  -> number of files, or `lines:FILE` -> that file's number of lines), descending into a single
+  top-level folder the archive may wrap its contents in; a mismatch is an error and nothing is
+  put in place;
 - `fetch_first(alternatives, root)` tries sources that provide the same data in turn (the
   official archive, then re-packs of it), and reports every one's failure if none succeeds;
 - writes to `<root>/.downloads/` and extracts into a temporary directory next to the destination,
@@ -90,7 +91,7 @@ class Source:
     notes: str = ""  # provenance, licence, a checksum not confirmed from here
     extra: dict = field(default_factory=dict)
     # checked after unpacking, relative to dest: glob pattern -> number of files (the published
-    # counts); a file named without wildcards (a list) -> its number of non-empty lines
+    # counts); `lines:FILE` (a list, a feature file) -> its number of non-empty lines
     expected: dict[str, int] = field(default_factory=dict)
 
 
@@ -278,11 +279,14 @@ def _fetch_file(
     return None
 
 
+LINES = "lines:"  # an `expected` key counting a file's lines, not files
+
+
 def count(folder: Path, pattern: str) -> int:
-    """Files matching a glob pattern under `folder`; for a file named without wildcards (a
-    list, a feature file), its number of non-empty lines."""
-    if not any(c in pattern for c in "*?["):
-        path = folder / pattern
+    """Files matching a glob pattern under `folder`; for `lines:FILE` (a list, a feature file),
+    that file's number of non-empty lines."""
+    if pattern.startswith(LINES):
+        path = folder / pattern.removeprefix(LINES)
         return (
             sum(1 for line in path.read_text().splitlines() if line.strip())
             if path.is_file()

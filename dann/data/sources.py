@@ -15,10 +15,14 @@ train/`); `scripts/download.py mnistm` fetches the official release instead (the
 it when `<root>/mnist_m/` exists).
 
 Sources hosted on Box, Dropbox or Google Drive have direct links (`RemoteFile.urls`), tried
-after any mirror. Checksums: torchvision's where it has them; MNIST-M's and Office-31's md5 are
-pytorch-adapt's (`pytorch_adapt.datasets.MNISTM` / `Office31`), not confirmed by a download
-from here; BSDS500, SynDigits and SynSigns have no published checksum: accepted with a warning
-that gives the sha256 of what arrived, to be recorded here once confirmed.
+after any mirror. Checksums: torchvision's where it has them; MNIST-M's md5 is confirmed by two
+projects (dm_nevis, pytorch-adapt) for Ganin's own Drive file; BSDS500, SynDigits, SynSigns and
+the Amazon reviews have no published checksum: accepted with a warning that gives the sha256 of
+what arrived, to be recorded here once confirmed. Every archive's unpacked layout is checked
+against the published counts (`Source.expected`). Data that several sources hold (the official
+host, then re-packs) is listed in ALTERNATIVES and tried in that order; the object-recognition
+benchmarks' sources are in dann/data/benchmark_sources.py. Hosts known dead (DEAD_HOSTS) stay
+as last resorts only.
 """
 
 import ast
@@ -71,7 +75,9 @@ CVDF_MNIST = "https://storage.googleapis.com/cvdf-datasets/mnist"
 GRAAL_AMAZON = (
     "https://raw.githubusercontent.com/GRAAL-Research/domain_adversarial_neural_network/master/data"
 )
-GRAAL_COUNTS = {  # lines of DOMAIN_{train,test}.svmlight in that repository
+# lines of DOMAIN_{train,test}.svmlight in that repository; the test files are the release's
+# unlabeled.review (labelled), whose line counts are the same
+GRAAL_COUNTS = {
     "books": (2000, 4465),
     "dvd": (2000, 3586),
     "electronics": (2000, 5681),
@@ -140,6 +146,10 @@ def all_sources() -> dict[str, Source]:
             "so that <root>/BSR/BSDS500/data/images/train/*.jpg exist; without it MNIST-M is "
             "generated with this package's photographs",
             notes="checksum not confirmed from here",
+            expected={
+                f"BSR/BSDS500/data/images/{split}/*.jpg": n
+                for split, n in (("train", 200), ("val", 100), ("test", 200))
+            },
         ),
         "mnistm": Source(
             "mnistm",
@@ -170,6 +180,7 @@ def all_sources() -> dict[str, Source]:
             "http://yaroslav.ganin.net/) so that <root>/synth_train_32x32.mat and "
             "synth_test_32x32.mat exist",
             notes="Google Drive; checksum not published",
+            expected={"synth_train_32x32.mat": 1, "synth_test_32x32.mat": 1},
         ),
         "synsigns": Source(
             "synsigns",
@@ -180,6 +191,10 @@ def all_sources() -> dict[str, Source]:
             "so that <root>/synthetic_data/train_labelling.txt and train/*.png exist, or sort "
             "the images into <root>/synsigns/CLASSID/*.png",
             notes="Dropbox; checksum not published",
+            expected={
+                "synthetic_data/train/*.png": 100_000,
+                "lines:synthetic_data/train_labelling.txt": 100_000,
+            },
         ),
         "amazon_reviews": Source(
             "amazon_reviews",
@@ -190,6 +205,11 @@ def all_sources() -> dict[str, Source]:
             "al. 2007) in <root>/ so that <root>/processed_acl/DOMAIN/{positive,negative,"
             "unlabeled}.review exist",
             notes="checksum not published",
+            expected={
+                f"lines:processed_acl/{domain}/{file}.review": n
+                for domain, (_, unlabeled) in GRAAL_COUNTS.items()
+                for file, n in (("positive", 1000), ("negative", 1000), ("unlabeled", unlabeled))
+            },
         ),
         "amazon_reviews_graal": Source(
             "amazon_reviews_graal",
@@ -204,7 +224,7 @@ def all_sources() -> dict[str, Source]:
             "(github.com/GRAAL-Research/domain_adversarial_neural_network, data/) in <root>/",
             notes="the paper authors' features; checksum not published",
             expected={
-                f"{domain}_{split}.svmlight": n
+                f"lines:{domain}_{split}.svmlight": n
                 for domain, counts in GRAAL_COUNTS.items()
                 for split, n in zip(("train", "test"), counts, strict=True)
             },
@@ -219,6 +239,11 @@ def all_sources() -> dict[str, Source]:
             ),
             ("https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370",),
             "gtsrb",
+            expected={
+                "GTSRB/Training/*/*.ppm": 39_209,
+                "GTSRB/Final_Test/Images/*.ppm": 12_630,
+                "lines:GT-final_test.csv": 12_631,  # a header and one line per test image
+            },
             manual="unzip GTSRB-Training_fixed.zip, GTSRB_Final_Test_Images.zip and "
             "GTSRB_Final_Test_GT.zip in <root>/gtsrb/ (torchvision's layout)",
         ),
