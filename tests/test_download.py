@@ -86,6 +86,16 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 def source(files, mirrors, dest="thing") -> Source:
     return Source("thing", tuple(files), tuple(mirrors), dest, manual="put x.bin in <root>/thing")
 
@@ -382,15 +392,6 @@ def test_mnistm_from_bsds500_is_the_papers_recipe_and_deterministic(tmp_path):
 
 
 def test_zip_archives_unpack_into_the_source_folder_and_refuse_escapes(server, tmp_path):
-    import zipfile
-
-    def zip_bytes(members: dict[str, bytes]) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name, data in members.items():
-                z.writestr(name, data)
-        return buf.getvalue()
-
     good = zip_bytes({"GTSRB/Training/00000/a.ppm": b"P6", "GT-final_test.csv": b"x"})
     server.files = {"/m/g.zip": good}
     src = source([RemoteFile("g.zip", md5(good), extract="zip")], [f"{server.url}/m"], "gtsrb")

@@ -9,7 +9,15 @@ import zipfile
 
 import pytest
 from PIL import Image
-from test_download import FAST, files_under, md5, server, source, tar_bytes  # noqa: F401
+from test_download import (  # noqa: F401 (server: the fixture)
+    FAST,
+    files_under,
+    md5,
+    server,
+    source,
+    tar_bytes,
+    zip_bytes,
+)
 
 from dann.data import get_pair
 from dann.data.download import DownloadError, RemoteFile, fetch, fetch_first
@@ -109,14 +117,6 @@ def test_no_data_depends_on_a_dead_host_alone():
 def jpeg() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (12, 10), (90, 20, 200)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
     return buf.getvalue()
 
 

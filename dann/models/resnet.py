@@ -75,27 +75,17 @@ def resnet_trunk(arch: str, pretrained: bool | str | None) -> tuple[nn.Module, i
     return trunk, width
 
 
-class ResNetFeatures(nn.Module):
-    """ResNet trunk + bottleneck (Linear, BatchNorm1d, ReLU, Dropout) -> `bottleneck_dim`
-    features. `pretrained_parameters()` names the loaded trunk's parameters, which the optimiser
-    fine-tunes at lr * backbone.lr_mult; the new bottleneck trains at the full learning rate."""
+class BottleneckFeatures(nn.Module):
+    """A trunk (pretrained or not) and a new bottleneck (Linear, BatchNorm1d, ReLU, Dropout) ->
+    `bottleneck_dim` features. `pretrained_parameters()` names the loaded trunk's parameters,
+    which the optimiser fine-tunes at lr * backbone.lr_mult; the new bottleneck trains at the
+    full learning rate. Subclasses build the trunk and call `attach`."""
 
-    def __init__(
-        self,
-        arch: str = "resnet50",
-        pretrained: bool | str | None = True,
-        bottleneck_dim: int = 256,
-        dropout: float = 0.5,
-        in_channels: int = 3,
-    ):
-        super().__init__()
-        if in_channels != 3:
-            raise ValueError(
-                f"ResNet trunks take RGB images, got in_channels={in_channels}: "
-                "set dataset.channels=3"
-            )
+    def attach(
+        self, trunk: nn.Module, width: int, pretrained, bottleneck_dim: int, dropout: float
+    ) -> None:
         self.pretrained = pretrained not in (False, None)
-        self.trunk, width = resnet_trunk(arch, pretrained)
+        self.trunk = trunk
         layers: list[nn.Module] = [
             nn.Linear(width, bottleneck_dim),
             nn.BatchNorm1d(bottleneck_dim),
@@ -113,3 +103,24 @@ class ResNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(self.trunk(x))
+
+
+class ResNetFeatures(BottleneckFeatures):
+    """torchvision ResNet trunk + bottleneck -> `bottleneck_dim` features."""
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        pretrained: bool | str | None = True,
+        bottleneck_dim: int = 256,
+        dropout: float = 0.5,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if in_channels != 3:
+            raise ValueError(
+                f"ResNet trunks take RGB images, got in_channels={in_channels}: "
+                "set dataset.channels=3"
+            )
+        trunk, width = resnet_trunk(arch, pretrained)
+        self.attach(trunk, width, pretrained, bottleneck_dim, dropout)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dann.errors import CheckpointError, ConfigError, DataError
+from dann.models.resnet import BottleneckFeatures
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def timm_trunk(
     return split_norm_act(trunk), width
 
 
-class TimmFeatures(nn.Module):
+class TimmFeatures(BottleneckFeatures):
     """A timm trunk + bottleneck (Linear, BatchNorm1d, ReLU, Dropout) -> `bottleneck_dim`
     features. `name` is any timm model (timm.list_models()), e.g. resnet50, convnext_tiny,
     vit_base_patch16_224 (a tag picks other weights: vit_base_patch16_224.augreg_in21k).
@@ -267,22 +268,5 @@ class TimmFeatures(nn.Module):
     ):
         super().__init__()
         self.model_name = name
-        self.pretrained = pretrained not in (False, None)
-        self.trunk, width = timm_trunk(name, pretrained, in_channels, image_size)
-        layers: list[nn.Module] = [
-            nn.Linear(width, bottleneck_dim),
-            nn.BatchNorm1d(bottleneck_dim),
-            nn.ReLU(inplace=True),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        self.bottleneck = nn.Sequential(*layers)
-        self.out_features = bottleneck_dim
-
-    def pretrained_parameters(self) -> list[nn.Parameter]:
-        """The trunk's parameters when it was loaded with weights; none for a random init (then
-        everything trains at the full learning rate)."""
-        return list(self.trunk.parameters()) if self.pretrained else []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.trunk(x))
+        trunk, width = timm_trunk(name, pretrained, in_channels, image_size)
+        self.attach(trunk, width, pretrained, bottleneck_dim, dropout)
