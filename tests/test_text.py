@@ -448,10 +448,15 @@ def test_paper_amazon_preset_runs_every_method(make_cfg, tmp_path, method):
         assert summary[key] == pytest.approx(recount[key], abs=1e-6), key
 
 
-def test_paper_amazon_preset_downloads_the_processed_reviews(make_cfg, tmp_path):
+def test_paper_amazon_preset_downloads_the_processed_reviews(make_cfg, tmp_path, monkeypatch):
     """dataset.download=true fetches processed_acl.tar.gz (here from a local server) into root,
-    where the reader finds root/processed_acl/DOMAIN/*.review."""
+    where the reader finds root/processed_acl/DOMAIN/*.review; the unpacked line counts are
+    checked (the published ones scaled down to this small fake's)."""
+    import dataclasses
+
     from test_download import Server, tar_bytes
+
+    import dann.data.sources
 
     made = tmp_path / "made"
     for domain, seed in (("books", 0), ("kitchen", 1)):
@@ -460,6 +465,13 @@ def test_paper_amazon_preset_downloads_the_processed_reviews(make_cfg, tmp_path)
         f"processed_acl/{p.parent.name}/{p.name}": p.read_bytes()
         for p in sorted((made / "amazon").rglob("*.review"))
     }
+    real = dann.data.sources.all_sources()
+    scaled = {
+        pattern: len(members.get(pattern.removeprefix("lines:"), b"").splitlines())
+        for pattern in real["amazon_reviews"].expected
+    }
+    fake = {**real, "amazon_reviews": dataclasses.replace(real["amazon_reviews"], expected=scaled)}
+    monkeypatch.setattr(dann.data.sources, "all_sources", lambda: fake)
     server = Server()
     try:
         server.files = {"/m/processed_acl.tar.gz": tar_bytes(members)}
