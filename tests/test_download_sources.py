@@ -24,6 +24,7 @@ from dann.data.download import DownloadError, RemoteFile, fetch, fetch_first
 from dann.data.drive import confirmation_url, page_error
 from dann.data.registry import PairSpec
 from dann.data.sources import PAIR_SOURCES, all_sources, is_dead, sources_for, urls_of
+from dann.errors import ConfigError
 
 WARNING_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>
 <body><div class="uc-main"><p class="uc-warning-subcaption">Google Drive can't scan this file for
@@ -109,6 +110,12 @@ def test_no_data_depends_on_a_dead_host_alone():
     for name in ("mnistm", "office31"):
         urls = [u for s in sources_for(name)[0] for u in urls_of(s)]
         assert not is_dead(urls[0]) and "drive.google.com" in urls[0]
+    # DomainNet downloads only the two domains asked for, named or by letter
+    chosen = sources_for("domainnet", {"source": "c", "target": "real"})
+    assert [s.name for s in chosen[0]] == ["domainnet_clipart", "domainnet_clipart_tllib"]
+    assert [s.name for s in chosen[1]] == ["domainnet_real", "domainnet_real_tllib"]
+    with pytest.raises(ConfigError, match="--source and --target"):
+        sources_for("domainnet", {})
 
 
 # ---- every benchmark's layouts, fetched and read by its loader ---------------------------------

@@ -338,6 +338,6 @@ def sources_for(pair: str, options: dict | None = None) -> list[tuple[Source, ..
     if unknown:
         raise ConfigError(
             f"dataset.download=true: no download for {', '.join(unknown)}; check dataset.source "
-            "and dataset.target"
+            "and dataset.target (scripts/download.py: --source and --target)"
         )
     return [alternatives(name) for name in dict.fromkeys(names)]
