@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import (
     compose_cfg,
+    compose_config,
     load_script,
     module_from_checkpoint,
     recount_accuracy,
@@ -16,6 +17,7 @@ from conftest import (
 )
 
 from dann.data import DomainAdaptationDataModule
+from dann.errors import reported_as_exit
 from dann.train import build
 
 
@@ -85,10 +87,13 @@ def test_evaluate_on_another_pair_keeps_the_models_input_format(checkpoint, tmp_
         assert metrics[domain]["accuracy"] == pytest.approx(recount[domain], abs=1e-6), domain
 
 
-def test_evaluate_missing_checkpoint_says_so(tmp_path, data_dir):
-    proc = evaluate_py(f"ckpt={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}", data_dir=data_dir)
-    assert proc.returncode != 0
-    assert "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+def test_evaluate_missing_checkpoint_says_so(tmp_path, capsys):
+    script = load_script("evaluate")
+    with pytest.raises(SystemExit) as exit_, reported_as_exit():  # as evaluate.py's main
+        script._evaluate(compose_config("evaluate", f"ckpt={tmp_path}/nope.ckpt"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "nope.ckpt" in err and "Traceback" not in err
 
 
 def test_evaluate_normalises_each_domain_with_its_own_statistics(make_cfg):
