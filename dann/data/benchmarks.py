@@ -37,7 +37,7 @@ OFFICE31 = {"amazon": ("A",), "dslr": ("D",), "webcam": ("W",)}
 OFFICE_HOME = {"Art": ("Ar", "A"), "Clipart": ("Cl", "C"), "Product": ("Pr", "P")}
 OFFICE_HOME["Real_World"] = ("Rw", "R", "Real World")
 SPELLINGS = {"Real_World": ("Real World",)}  # the official release's folder name
-VISDA2017 = {"train": ("Synthetic", "synthetic", "syn"), "validation": ("Real", "real")}
+VISDA2017 = {"train": ("Synthetic", "syn"), "validation": ("Real",)}
 DOMAINNET = {d: (d[0],) for d in ("clipart", "infograph", "painting", "quickdraw", "real")}
 DOMAINNET["sketch"] = ("s",)
 

@@ -334,7 +334,7 @@ def sources_for(pair: str, options: dict | None = None) -> list[tuple[Source, ..
     options = options or {}
     domains = {k: domainnet_domain(options.get(k)) for k in ("source", "target")}
     names = [n.format(**domains) for n in PAIR_SOURCES[pair]]
-    unknown = [n for n in names if n not in all_sources() and n not in ALTERNATIVES]
+    unknown = [n for n in dict.fromkeys(names) if n not in all_sources() and n not in ALTERNATIVES]
     if unknown:
         raise ConfigError(
             f"dataset.download=true: no download for {', '.join(unknown)}; check dataset.source "
