@@ -6,15 +6,21 @@ selection validators receive (features, logits, labels of every batch).
 With `dataset.class_mean_accuracy=true`, the target's mean of per-class accuracies (over the
 classes it holds; VisDA-2017's reported metric) is logged beside the accuracy.
 
-It reads the module's `features`, `classifier`, `method`, `eval_acc`, `eval_domain_acc`,
-`open_set`, `target_confusion`, `norm` and `_norms`.
+It builds these metrics (`_add_eval_metrics`, called by the module's constructor) and reads the
+module's `features`, `classifier`, `method`, `norm` and `_norms`.
 """
 
 import torch
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+)
 
 from dann.data.datamodule import DOMAINS
 from dann.data.registry import UNLABELLED
 from dann.models.norm import TARGET, recompute_statistics, set_domains
+from dann.open_set import OpenSetEvaluation
 
 
 def mean_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
@@ -26,6 +32,24 @@ def mean_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
 
 
 class ModuleEvaluation:
+    def _add_eval_metrics(
+        self, outputs: int, num_classes: int, label_sets: dict | None, class_mean_accuracy: bool
+    ) -> None:
+        """The validation and test metrics over the model's `outputs`: each domain's accuracy,
+        the domain classifier's accuracy, the open-set metrics where the target holds
+        classes the source lacks (dann/data/label_sets.py), and the confusion counts behind the
+        target's mean per-class accuracy when asked for (VisDA-2017's reported metric)."""
+        self.eval_acc = torch.nn.ModuleDict(
+            {d: MulticlassAccuracy(outputs, average="micro") for d in DOMAINS}
+        )
+        self.eval_domain_acc = BinaryAccuracy()
+        self.open_set = None
+        if label_sets and label_sets["setting"] in ("open_set", "universal"):
+            self.open_set = OpenSetEvaluation(num_classes, label_sets.get("unknown_threshold", 0.5))
+        self.target_confusion = None
+        if class_mean_accuracy and self.open_set is None:
+            self.target_confusion = MulticlassConfusionMatrix(outputs)
+
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict:
         x, y = batch
         domain = DOMAINS[dataloader_idx]

@@ -34,14 +34,9 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from torch import nn
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-)
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from dann.checkpoints import carry_step_count
-from dann.data.datamodule import DOMAINS
 from dann.evaluation import ModuleEvaluation
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
 from dann.losses import READ_LOGITS, TermInputs, shared_terms, term_weights
@@ -57,7 +52,6 @@ from dann.models.norm import (
     eval_mode,
     set_domains,
 )
-from dann.open_set import OpenSetEvaluation
 from dann.optimization import ModuleOptimizer
 from dann.step_logging import learning_rates, log_step_scalars
 from dann.teacher import Teacher
@@ -139,25 +133,13 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         self._step_logs: dict[str, torch.Tensor | float] | None = None  # training_step -> batch end
         self._train_predictions: list[tuple] = []  # see _update_train_accuracy
 
-        def acc(validate_args: bool = True):
-            return MulticlassAccuracy(outputs, average="micro", validate_args=validate_args)
-
         # training metrics skip the input checks: on a GPU the label range check (torch.unique)
         # waits for the device; the inputs are the module's own predictions and labels
-        self.train_source_acc = acc(validate_args=False)
+        self.train_source_acc = MulticlassAccuracy(outputs, average="micro", validate_args=False)
         self.train_domain_acc = BinaryAccuracy(validate_args=False)
         for metric in (self.train_source_acc, self.train_domain_acc):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch logs the same
-        self.eval_acc = torch.nn.ModuleDict({d: acc() for d in DOMAINS})
-        self.eval_domain_acc = BinaryAccuracy()
-        # the target holds classes the source lacks (dann/data/label_sets.py): its metrics
-        self.open_set = None
-        if label_sets and label_sets["setting"] in ("open_set", "universal"):
-            self.open_set = OpenSetEvaluation(num_classes, label_sets.get("unknown_threshold", 0.5))
-        # the target's mean of per-class accuracies (VisDA-2017's reported metric)
-        self.target_confusion = None
-        if class_mean_accuracy and self.open_set is None:
-            self.target_confusion = MulticlassConfusionMatrix(outputs)
+        self._add_eval_metrics(outputs, num_classes, label_sets, class_mean_accuracy)
 
         self.channels_last = bool(backbone.get("channels_last", False))
         if self.channels_last:  # 4-D weights only; everything else is unaffected

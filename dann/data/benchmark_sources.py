@@ -80,14 +80,18 @@ TLLIB_IDS = {
 }
 
 
-def _tllib(dataset: str, parts: tuple[str, ...]) -> tuple[RemoteFile, ...]:
-    """TLlib's archives of `parts` (domains) and its image lists, from Tsinghua's cloud."""
+def _tllib(
+    name: str, dataset: str, parts: tuple[str, ...], manual: str, expected: dict[str, int]
+) -> Source:
+    """TLlib's re-pack: its archives of `parts` (domains) and its image lists, from Tsinghua's
+    cloud, unpacked into `<root>/<dataset>/`."""
     ids = TLLIB_IDS[dataset]
     files = [
         RemoteFile(f"{p}.tgz", None, extract="tar", urls=(TSINGHUA.format(ids[p]),)) for p in parts
     ]
     list_url = TSINGHUA.format(ids["image_list"])
-    return (*files, RemoteFile("image_list.zip", None, extract="zip", urls=(list_url,)))
+    files.append(RemoteFile("image_list.zip", None, extract="zip", urls=(list_url,)))
+    return Source(name, tuple(files), (), dataset, manual=manual, notes=TLLIB, expected=expected)
 
 
 def _office31() -> dict[str, Source]:
@@ -113,14 +117,8 @@ def _office31() -> dict[str, Source]:
             notes="the standard archive on Google Drive (md5: dm_nevis)",
             expected=expected,
         ),
-        "office31_tllib": Source(
-            "office31_tllib",
-            _tllib("office31", tuple(OFFICE31_COUNTS)),
-            (),
-            "office31",
-            manual=manual,
-            notes=TLLIB,
-            expected=expected,
+        "office31_tllib": _tllib(
+            "office31_tllib", "office31", tuple(OFFICE31_COUNTS), manual, expected
         ),
         "office31_box": Source(
             "office31_box",
@@ -168,14 +166,12 @@ def _office_home() -> dict[str, Source]:
             notes="the official release on Google Drive; checksum not published",
             expected={f"{d}/*/*": n for d, n in official.items()},
         ),
-        "office_home_tllib": Source(
+        "office_home_tllib": _tllib(
             "office_home_tllib",
-            _tllib("office_home", tuple(OFFICE_HOME_COUNTS)),
-            (),
             "office_home",
-            manual=manual,
-            notes=TLLIB,
-            expected={f"{d}/*/*": n for d, n in OFFICE_HOME_COUNTS.items()},
+            tuple(OFFICE_HOME_COUNTS),
+            manual,
+            {f"{d}/*/*": n for d, n in OFFICE_HOME_COUNTS.items()},
         ),
     }
 
@@ -201,14 +197,8 @@ def _visda2017() -> dict[str, Source]:
             notes="the official host; checksum not published",
             expected=expected,
         ),
-        "visda2017_tllib": Source(
-            "visda2017_tllib",
-            _tllib("visda2017", tuple(VISDA_COUNTS)),
-            (),
-            "visda2017",
-            manual=manual,
-            notes=TLLIB,
-            expected=expected,
+        "visda2017_tllib": _tllib(
+            "visda2017_tllib", "visda2017", tuple(VISDA_COUNTS), manual, expected
         ),
     }
 
@@ -248,14 +238,12 @@ def _domainnet() -> dict[str, Source]:
             notes="the official host (zip md5: shifthappens); split lists' checksum not published",
             expected={f"lines:{domain}_train.txt": train, f"lines:{domain}_test.txt": test},
         )
-        sources[f"domainnet_{domain}_tllib"] = Source(
+        sources[f"domainnet_{domain}_tllib"] = _tllib(
             f"domainnet_{domain}_tllib",
-            _tllib("domainnet", (domain,)),
-            (),
             "domainnet",
-            manual=manual,
-            notes=TLLIB,
-            expected={
+            (domain,),
+            manual,
+            {
                 f"lines:image_list/{domain}_train.txt": train,
                 f"lines:image_list/{domain}_test.txt": test,
             },

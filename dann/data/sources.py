@@ -32,7 +32,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from types import SimpleNamespace
 
-from dann.data.benchmark_sources import benchmark_sources, domainnet_domain
+from dann.data.benchmark_sources import DOMAINNET_COUNTS, benchmark_sources, domainnet_domain
 from dann.data.download import RemoteFile, Source
 from dann.data.drive import drive_url
 from dann.errors import ConfigError
@@ -295,10 +295,7 @@ ALTERNATIVES: dict[str, tuple[str, ...]] = {
     "office_home": ("office_home", "office_home_tllib"),
     "visda2017": ("visda2017", "visda2017_tllib"),
     "amazon_reviews": ("amazon_reviews", "amazon_reviews_graal"),
-    **{
-        f"domainnet_{d}": (f"domainnet_{d}", f"domainnet_{d}_tllib")
-        for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
-    },
+    **{f"domainnet_{d}": (f"domainnet_{d}", f"domainnet_{d}_tllib") for d in DOMAINNET_COUNTS},
 }
 
 
@@ -309,15 +306,13 @@ def alternatives(name: str) -> tuple[Source, ...]:
 
 def pairs_reading(source: str) -> list[str]:
     """The pairs that may fetch `source` (the download listing)."""
-    out = []
-    for pair, names in PAIR_SOURCES.items():
-        for name in names:
-            pattern = name.replace("{source}", "*").replace("{target}", "*")
-            candidates = [n for a, ns in ALTERNATIVES.items() if fnmatch(a, pattern) for n in ns]
-            if source in candidates or fnmatch(source, pattern):
-                out.append(pair)
-                break
-    return out
+    provided = {data: ALTERNATIVES.get(data, (data,)) for data in [*all_sources(), *ALTERNATIVES]}
+
+    def reads(name: str) -> bool:  # `{source}` / `{target}`: any domain
+        pattern = name.format(source="*", target="*")
+        return any(fnmatch(data, pattern) and source in names for data, names in provided.items())
+
+    return [pair for pair, names in PAIR_SOURCES.items() if any(map(reads, names))]
 
 
 def sources_for(pair: str, options: dict | None = None) -> list[tuple[Source, ...]]:
