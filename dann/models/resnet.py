@@ -4,6 +4,7 @@ Linear(-> 256), BatchNorm1d, ReLU, Dropout(0.5). Loading the trunk's weights nev
 `pretrained=True` only reads the torch hub cache."""
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -14,11 +15,16 @@ from dann.errors import DataError
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
+def hub_checkpoint(url: str) -> Path:
+    """Where torch.hub keeps the weights downloaded from `url`:
+    torch.hub.get_dir()/checkpoints/<the basename of the url's path>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def hub_weights_file(arch: str) -> Path:
-    """Where torchvision's ImageNet weights (IMAGENET1K_V1) of `arch` sit in the torch hub cache:
-    torch.hub.get_dir()/checkpoints/<the basename of the weights' url>."""
-    url = models.get_model_weights(arch).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    """Where torchvision's ImageNet weights (IMAGENET1K_V1) of `arch` sit in the torch hub
+    cache."""
+    return hub_checkpoint(models.get_model_weights(arch).IMAGENET1K_V1.url)
 
 
 def _load_state_dict_file(trunk: nn.Module, arch: str, path: Path) -> None:

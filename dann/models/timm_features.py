@@ -18,13 +18,12 @@ import difflib
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from dann.errors import CheckpointError, ConfigError, DataError
-from dann.models.resnet import BottleneckFeatures
+from dann.models.resnet import BottleneckFeatures, hub_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +213,7 @@ def timm_trunk(
         elif cfg.hf_hub_id:
             load = hub_offline()
         else:  # timm reads a url's weights from the torch hub cache, else downloads them
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+            cached = hub_checkpoint(cfg.url)
             if not cached.is_file():
                 raise DataError(
                     f"backbone.features.pretrained=true needs timm's {name} weights in the torch "
