@@ -21,6 +21,7 @@ DomainNet's from its lists. The class names are saved in checkpoints (predict.py
 
 from pathlib import Path
 
+from dann.data.benchmark_sources import DOMAINNET_COUNTS
 from dann.data.folders import ImageFiles, folder_transforms, transductive_pair
 from dann.data.registry import (
     DomainData,
@@ -38,8 +39,7 @@ OFFICE_HOME = {"Art": ("Ar", "A"), "Clipart": ("Cl", "C"), "Product": ("Pr", "P"
 OFFICE_HOME["Real_World"] = ("Rw", "R", "Real World")
 SPELLINGS = {"Real_World": ("Real World",)}  # the official release's folder name
 VISDA2017 = {"train": ("Synthetic", "syn"), "validation": ("Real",)}
-DOMAINNET = {d: (d[0],) for d in ("clipart", "infograph", "painting", "quickdraw", "real")}
-DOMAINNET["sketch"] = ("s",)
+DOMAINNET = {d: (d[0],) for d in DOMAINNET_COUNTS}
 
 LAYOUTS = {
     "office31": "ROOT/{amazon,dslr,webcam}/images/CLASS/*.jpg (the official release, "
@@ -90,11 +90,17 @@ def dataset_root(spec: PairSpec) -> Path:
     return Path(spec.root)
 
 
+def bases(spec: PairSpec) -> list[Path]:
+    """dataset.root, then its subfolders where this benchmark's files may sit."""
+    root = dataset_root(spec)
+    return [root, *(root / sub for sub in SUBFOLDERS[spec.name])]
+
+
 def find_folder(spec: PairSpec, spellings: tuple[str, ...], inner: str = "") -> Path:
     """The first ROOT[/SUBFOLDER]/SPELLING[/inner] that exists (`inner`, e.g. Office-31's
     `images`, only where present)."""
     root = dataset_root(spec)
-    for base in (root, *(root / sub for sub in SUBFOLDERS[spec.name])):
+    for base in bases(spec):
         for spelling in spellings:
             folder = base / spelling
             if folder.is_dir():
@@ -154,7 +160,7 @@ def read_image_list(path: Path, base: Path) -> list[tuple[str, int]]:
 
 def domainnet_list(spec: PairSpec, domain: str, split: str) -> list[tuple[str, int]]:
     root = dataset_root(spec)
-    for base in (root, *(root / sub for sub in SUBFOLDERS["domainnet"])):
+    for base in bases(spec):
         for path in (base / f"{domain}_{split}.txt", base / "image_list" / f"{domain}_{split}.txt"):
             if path.is_file():
                 return read_image_list(path, base)
