@@ -8,7 +8,14 @@ from omegaconf import OmegaConf
 from torch import nn
 from torchvision import models
 
-from dann.models import GTSRBDANN, SVHNDANN, GRUFeatures, LeNetDANNBN, ResNetFeatures
+from dann.models import (
+    GTSRBDANN,
+    SVHNDANN,
+    GRUFeatures,
+    LeNetDANN,
+    LeNetDANNBN,
+    ResNetFeatures,
+)
 from dann.models.resnet import hub_weights_file
 from dann.train import build
 
@@ -108,6 +115,19 @@ def test_lenet_bn_layers_and_size_inference_keeps_batchnorm_statistics():
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         assert int(bn.num_batches_tracked) == 0
         assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+@pytest.mark.parametrize("net", [LeNetDANN, LeNetDANNBN])
+def test_input_norm_instance_ignores_each_images_brightness_and_contrast(net):
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 28, 28)
+    # every image and channel gets its own contrast (scale) and brightness (shift)
+    changed = images * torch.rand(4, 3, 1, 1).add(0.5) + torch.randn(4, 3, 1, 1)
+    instance, plain = net(3, 28, input_norm="instance").eval(), net(3, 28).eval()
+    assert torch.allclose(instance(images), instance(changed), atol=1e-3)
+    assert not torch.allclose(plain(images), plain(changed), atol=1e-2)
+    with pytest.raises(ValueError, match="instance"):
+        net(3, 28, input_norm="layer")
 
 
 def test_paper_net_errors_name_the_fix():

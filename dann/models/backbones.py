@@ -29,13 +29,29 @@ def _infer_out_features(
         features.train(was_training)
 
 
+INPUT_NORMS = ("none", "instance")
+
+
+def input_norm_layers(input_norm: str, in_channels: int) -> list[nn.Module]:
+    """What runs on the image before the first conv. "instance" standardises each image's channels
+    to zero mean and unit variance over its own pixels (InstanceNorm2d without parameters), as
+    DIRT-T's digit networks do (Shu et al., ICLR 2018; RuiShu/dirt-t, `--inorm 1`): an image's
+    overall brightness and contrast, much of what separates MNIST-M from MNIST, no longer reach
+    the features."""
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm={input_norm!r}: choose one of {INPUT_NORMS}")
+    return [nn.InstanceNorm2d(in_channels)] if input_norm == "instance" else []
+
+
 class LeNetDANN(nn.Module):
     """The DANN paper's MNIST feature extractor (JMLR 2016, Fig. 4 / ICML 2015 appendix):
-    conv5x5-32, ReLU, maxpool 2x2; conv5x5-48, ReLU, maxpool 2x2; flatten (768 for 28x28)."""
+    conv5x5-32, ReLU, maxpool 2x2; conv5x5-48, ReLU, maxpool 2x2; flatten (768 for 28x28).
+    `input_norm="instance"` standardises each image first (input_norm_layers)."""
 
-    def __init__(self, in_channels: int = 3, image_size: int = 28):
+    def __init__(self, in_channels: int = 3, image_size: int = 28, input_norm: str = "none"):
         super().__init__()
         self.net = nn.Sequential(
+            *input_norm_layers(input_norm, in_channels),
             nn.Conv2d(in_channels, 32, kernel_size=5),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
@@ -53,11 +69,13 @@ class LeNetDANN(nn.Module):
 class LeNetDANNBN(nn.Module):
     """The batch-norm MNIST net most public PyTorch DANN code trains with Adam (e.g.
     fungtion/DANN): conv5x5-64, BN, maxpool 2x2, ReLU; conv5x5-50, BN, Dropout2d(0.5), maxpool
-    2x2, ReLU; flatten (50x4x4 = 800 for 28x28)."""
+    2x2, ReLU; flatten (50x4x4 = 800 for 28x28). `input_norm="instance"` standardises each image
+    first (input_norm_layers)."""
 
-    def __init__(self, in_channels: int = 3, image_size: int = 28):
+    def __init__(self, in_channels: int = 3, image_size: int = 28, input_norm: str = "none"):
         super().__init__()
         self.net = nn.Sequential(
+            *input_norm_layers(input_norm, in_channels),
             nn.Conv2d(in_channels, 64, kernel_size=5),
             nn.BatchNorm2d(64),
             nn.MaxPool2d(2),
