@@ -93,6 +93,56 @@ class LeNetDANNBN(nn.Module):
         return self.net(x)
 
 
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise to every activation in training; the identity in eval mode."""
+
+    def __init__(self, std: float = 1.0):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
+
+
+class DIRTTNet(nn.Module):
+    """The digit network of VADA / DIRT-T (Shu et al., ICLR 2018; RuiShu/dirt-t,
+    codebase/models/nns/small.py, `width=64`; large.py is `width=192`): each image standardised
+    (input_norm); three blocks of three conv3x3-`width` + BatchNorm + LeakyReLU(0.1), the first two
+    followed by maxpool 2x2, dropout 0.5 and Gaussian noise (std 1), the last by global average
+    pooling: `width` features, which the label head (one Linear in the reference) reads.
+
+    Departs from the reference in one place: its domain discriminator reads the second block's
+    output map (`--trim 5`); here both heads read the pooled features, since the framework's heads
+    share one feature vector."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        width: int = 64,
+        input_norm: str = "instance",
+        dropout: float = 0.5,
+        noise: float = 1.0,
+    ):
+        super().__init__()
+        layers = input_norm_layers(input_norm, in_channels)
+        for block in range(3):
+            for conv in range(3):
+                first = block == 0 and conv == 0
+                layers += [
+                    nn.Conv2d(in_channels if first else width, width, 3, padding=1),
+                    nn.BatchNorm2d(width),
+                    nn.LeakyReLU(0.1),
+                ]
+            if block < 2:
+                layers += [nn.MaxPool2d(2), nn.Dropout(dropout), GaussianNoise(noise)]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_features = _infer_out_features(self.net, in_channels, image_size, "dirt_t")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def conv_relu_pool(
     in_channels: int, layers: list[tuple[int, int, tuple[int, int] | None]], padding: str
 ) -> list[nn.Module]:
