@@ -11,6 +11,7 @@ from torchvision import models
 from dann.models import (
     GTSRBDANN,
     SVHNDANN,
+    DIRTTNet,
     GRUFeatures,
     LeNetDANN,
     LeNetDANNBN,
@@ -50,6 +51,7 @@ def pool_shapes(net: nn.Module) -> list[tuple[int, int]]:
     ("option", "overrides", "input_shape", "width"),
     [
         ("lenet_dann_bn", [], (2, 3, 28, 28), 800),
+        ("dirt_t", [], (2, 3, 28, 28), 64),
         ("svhn_dann", ["dataset.image_size=32"], (2, 3, 32, 32), 128 * 7 * 7),
         ("gtsrb_dann", ["dataset.image_size=40"], (2, 3, 40, 40), 256 * 5 * 5),
         ("resnet18", ["backbone.features.pretrained=false"], (2, 3, 32, 32), 256),
@@ -128,6 +130,23 @@ def test_input_norm_instance_ignores_each_images_brightness_and_contrast(net):
     assert not torch.allclose(plain(images), plain(changed), atol=1e-2)
     with pytest.raises(ValueError, match="instance"):
         net(3, 28, input_norm="layer")
+
+
+def test_dirt_t_net_layers_and_training_noise():
+    torch.manual_seed(0)
+    model = DIRTTNet(3, 32, width=192)  # the reference's large.py
+    assert conv_shapes(model) == [(192, 3)] * 9
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 9
+    assert pool_shapes(model) == [(2, 2), (2, 2)]
+    assert isinstance(model.net[0], nn.InstanceNorm2d)
+    assert model.out_features == 192
+    images = torch.rand(2, 3, 32, 32)
+    model.eval()  # no dropout, no noise: the same image gives the same features
+    assert torch.equal(model(images), model(images))
+    model.train()
+    assert not torch.allclose(model(images), model(images))
+    quiet = DIRTTNet(3, 32, dropout=0.0, noise=0.0).train()
+    assert torch.equal(quiet(images), quiet(images))
 
 
 def test_paper_net_errors_name_the_fix():

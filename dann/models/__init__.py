@@ -1,6 +1,6 @@
 """Networks: backbones (feature extractors) and the MLP heads put on top of them."""
 
-from dann.models.backbones import DIRTTNet, GTSRBDANN, SVHNDANN, GRUFeatures, LeNetDANN, LeNetDANNBN
+from dann.models.backbones import GTSRBDANN, SVHNDANN, DIRTTNet, GRUFeatures, LeNetDANN, LeNetDANNBN
 from dann.models.heads import mlp_head
 from dann.models.sequence import Conv1DFeatures
 
