@@ -53,11 +53,10 @@ from dann.models.norm import (
     set_domains,
 )
 from dann.optimization import ModuleOptimizer
-from dann.step_logging import learning_rates, log_step_scalars
+from dann.step_logging import BatchedAccuracies, learning_rates, log_step_scalars
 from dann.teacher import Teacher
 
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, DomainBatchNorm)
-ACCURACY_BATCHES = 32  # training steps whose predictions reach the training accuracies at once
 
 
 class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
@@ -131,7 +130,6 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         self.total_steps: int | None = None
         self.sam_rho = float(optimizer.get("sam_rho") or 0.0)  # dann/sam.py
         self._step_logs: dict[str, torch.Tensor | float] | None = None  # training_step -> batch end
-        self._train_predictions: list[tuple] = []  # see _update_train_accuracy
 
         # training metrics skip the input checks: on a GPU the label range check (torch.unique)
         # waits for the device; the inputs are the module's own predictions and labels
@@ -139,6 +137,7 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         self.train_domain_acc = BinaryAccuracy(validate_args=False)
         for metric in (self.train_source_acc, self.train_domain_acc):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch logs the same
+        self._train_accuracy = BatchedAccuracies(self.train_source_acc, self.train_domain_acc)
         self._add_eval_metrics(outputs, num_classes, label_sets, class_mean_accuracy)
 
         self.channels_last = bool(backbone.get("channels_last", False))
@@ -226,14 +225,11 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
             **learning_rates(self.trainer.optimizers[0]),
             "train/progress": p,
         }
-        # the training accuracies keep this step's predicted classes (argmax; logit > 0 for
-        # "is target") and see them in batches of ACCURACY_BATCHES steps (_update_train_accuracy)
+        # this step's predicted classes (argmax; logit > 0 for "is target"), for the accuracies
         d = out.domain_logits
-        self._train_predictions.append(
-            (logits[:n].argmax(1), y_s, None if d is None else d > 0, out.domain_targets)
+        self._train_accuracy.add(
+            logits[:n].argmax(1), y_s, None if d is None else d > 0, out.domain_targets
         )
-        if len(self._train_predictions) >= ACCURACY_BATCHES:
-            self._update_train_accuracy()
         if not self.automatic_optimization:
             # after train/lr is read: the rate this step trains with
             self._optimize(loss, sam_saved)
@@ -254,22 +250,8 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
                 set_domains(self._norms, None, SOURCE if num_source else TARGET)
         return self.classifier(self.features(x))
 
-    def _update_train_accuracy(self) -> None:
-        """Feed the kept training predictions to the torchmetrics accuracies: one update per
-        ACCURACY_BATCHES steps instead of two per step (each costs a tenth of a millisecond of
-        Python, on every step of a step that may take a few milliseconds). Also called at the end
-        of each epoch and before the module's state is saved, so the metrics never miss a batch
-        (a run resumed mid-epoch logs the same accuracies)."""
-        if not self._train_predictions:
-            return
-        classes, labels, is_target, domains = zip(*self._train_predictions, strict=True)
-        self._train_predictions.clear()
-        self.train_source_acc.update(torch.cat(classes), torch.cat(labels))
-        if is_target[0] is not None:
-            self.train_domain_acc.update(torch.cat(is_target), torch.cat(domains))
-
     def state_dict(self, *args, **kwargs):
-        self._update_train_accuracy()  # the accuracies' states are in it (persistent)
+        self._train_accuracy.flush()  # the accuracies' states are in it (persistent)
         return super().state_dict(*args, **kwargs)
 
     def _forward_training_batch(self, x_s, x_t) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,7 +306,7 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
             log_step_scalars(self, logs, len(batch["source"][0]), batch_idx)
 
     def on_train_epoch_end(self):
-        self._update_train_accuracy()
+        self._train_accuracy.flush()
         self._log_epoch_metric("train/source_acc", self.train_source_acc)
         self._log_epoch_metric("train/domain_acc", self.train_domain_acc)
         for name, value in self.method.on_train_epoch_end().items():

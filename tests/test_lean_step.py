@@ -202,9 +202,9 @@ def test_without_a_terminal_each_epoch_is_one_log_line_and_no_bar(make_cfg, capl
 
 
 def test_training_accuracies_count_every_step_of_the_epoch(make_cfg):
-    """The predictions reach torchmetrics in batches of steps (module.ACCURACY_BATCHES), the
+    """The predictions reach torchmetrics in batches of steps (ACCURACY_BATCHES), the
     last ones at the epoch's end: the epoch's accuracies are those of all its steps."""
-    from dann.module import ACCURACY_BATCHES
+    from dann.step_logging import ACCURACY_BATCHES
 
     steps, batch = ACCURACY_BATCHES + 7, 8
     datamodule, module, trainer = build(
@@ -235,7 +235,7 @@ def test_training_accuracies_count_every_step_of_the_epoch(make_cfg):
     metrics = trainer.callback_metrics
     assert metrics["train/source_acc"].item() == pytest.approx(expected_source.item())
     assert metrics["train/domain_acc"].item() == pytest.approx(expected_domain.item())
-    assert not module._train_predictions  # nothing left over for the next epoch
+    assert not module._train_accuracy.pending  # nothing left over for the next epoch
 
 
 @pytest.mark.parametrize(
