@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from dann.callbacks.averaging import ema_update
@@ -222,3 +223,20 @@ def test_presets_build_the_recipes_they_name(make_cfg, preset):
         assert module.method.loss == "softmax" and module.method.weight == 2.0
         assert datamodule.hparams.batch_size == 128
         assert datamodule.scale["target"][0].flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_best_im_preset_is_the_best_recipe_with_two_changes(make_cfg):
+    """best_im_mnist_to_mnistm = best_mnist_to_mnistm + AdaBN statistics + instance-normalised
+    input, nothing else (the ablation rows it combines; docs/results.md)."""
+    best = OmegaConf.to_container(make_cfg("experiment=best_mnist_to_mnistm"), resolve=True)
+    im = OmegaConf.to_container(make_cfg("experiment=best_im_mnist_to_mnistm"), resolve=True)
+    adabn = OmegaConf.to_container(make_cfg("norm=adabn").norm)
+    assert best["norm"] != adabn and im["norm"] == adabn
+    assert best["backbone"]["features"]["input_norm"] == "none"
+    assert im["backbone"]["features"]["input_norm"] == "instance"
+    for cfg in (best, im):
+        cfg.pop("norm"), cfg["backbone"]["features"].pop("input_norm")
+    assert im == best
+    _, module, _ = build(make_cfg("experiment=best_im_mnist_to_mnistm"))
+    assert isinstance(module.feature_extractor.net[0], nn.InstanceNorm2d)
+    assert module.norm["eval_stats"] == "adabn"
