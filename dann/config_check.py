@@ -99,6 +99,7 @@ def validate(cfg: DictConfig) -> None:
     check_keys(container)
     check_ranges(container)
     check_token_backbone(container)
+    check_image_backbone(container)
     from dann.models.norm import check_norm  # torch: after the checks above
     from dann.selection import NOT_SELECTABLE, VALIDATORS
 
@@ -283,6 +284,21 @@ def check_token_backbone(tree: dict) -> None:
         raise ConfigError(
             "backbone=gru_tokens reads word ids: use it with dataset=text "
             "dataset.representation=tokens"
+        )
+
+
+def check_image_backbone(tree: dict) -> None:
+    """An image backbone (sized by in_channels; the MLP, which also reads feature vectors, has
+    in_features) needs a pair of images: one with dataset.channels."""
+    dataset = tree.get("dataset") or {}
+    features = (tree.get("backbone") or {}).get("features") or {}
+    image_only = "in_channels" in features and "in_features" not in features
+    if image_only and dataset.get("channels") is None:
+        name = str(features.get("_target_", "this backbone")).rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"{name} reads images, and dataset={dataset.get('name')} has none (no "
+            "dataset.channels): use backbone=mlp for feature vectors, backbone=gru or "
+            "backbone=conv1d for sequences"
         )
 
 

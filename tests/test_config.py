@@ -72,6 +72,17 @@ def test_unknown_option_lists_choices(make_cfg):
         make_cfg("dataset=no_such_pair")
 
 
+@pytest.mark.parametrize("backbone", ["lenet_dann", "dirt_t", "svhn_dann", "resnet18", "timm"])
+def test_an_image_backbone_on_a_pair_without_images_names_the_fix(make_cfg, backbone):
+    from dann.config_check import validate
+    from dann.errors import ConfigError
+
+    validate(make_cfg(f"backbone={backbone}"))  # the default pair: images, accepted
+    with pytest.raises(ConfigError, match="reads images, and dataset=moons has none.*mlp"):
+        validate(make_cfg("dataset=moons", f"backbone={backbone}"))
+    validate(make_cfg("dataset=moons", "backbone=mlp"))  # the MLP reads vectors too
+
+
 def test_hparams_for_tensorboard_are_flat_scalars(make_cfg):
     from dann.train import flat_hparams
 
