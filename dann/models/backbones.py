@@ -1,6 +1,7 @@
 """Feature extractors. Each exposes `out_features`, so heads can be sized without knowing the
-backbone. Image backbones take `in_channels` and `image_size`; the sequence backbone (GRUFeatures)
-takes `input_size`. The ResNets (pretrained trunks) live in dann/models/resnet.py."""
+backbone. Image backbones (one nn.Sequential each: SequentialFeatures) take `in_channels` and
+`image_size`; the sequence backbone (GRUFeatures) takes `input_size`. The ResNets (pretrained
+trunks) live in dann/models/resnet.py."""
 
 import torch
 from torch import nn
@@ -10,9 +11,7 @@ from dann.models.sequence import split_mask
 PADDINGS = ("same", "valid")
 
 
-def _infer_out_features(
-    features: nn.Module, in_channels: int, image_size: int, name: str = "this network"
-) -> int:
+def _infer_out_features(features: nn.Module, in_channels: int, image_size: int, name: str) -> int:
     """Width of `features`' output on one zero image. Runs in eval mode, so BatchNorm running
     statistics stay untouched; an image too small for the network is a clear error."""
     was_training = features.training
@@ -29,6 +28,20 @@ def _infer_out_features(
         features.train(was_training)
 
 
+class SequentialFeatures(nn.Module):
+    """An image feature extractor that is one nn.Sequential, `net`, ending in a flat vector; its
+    `out_features` measured on one zero image (`_infer_out_features`: a clear error where the
+    images are too small for it)."""
+
+    def __init__(self, layers: list[nn.Module], in_channels: int, image_size: int, name: str):
+        super().__init__()
+        self.net = nn.Sequential(*layers)
+        self.out_features = _infer_out_features(self.net, in_channels, image_size, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 INPUT_NORMS = ("none", "instance")
 
 
@@ -43,14 +56,13 @@ def input_norm_layers(input_norm: str, in_channels: int) -> list[nn.Module]:
     return [nn.InstanceNorm2d(in_channels)] if input_norm == "instance" else []
 
 
-class LeNetDANN(nn.Module):
+class LeNetDANN(SequentialFeatures):
     """The DANN paper's MNIST feature extractor (JMLR 2016, Fig. 4 / ICML 2015 appendix):
     conv5x5-32, ReLU, maxpool 2x2; conv5x5-48, ReLU, maxpool 2x2; flatten (768 for 28x28).
     `input_norm="instance"` standardises each image first (input_norm_layers)."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 28, input_norm: str = "none"):
-        super().__init__()
-        self.net = nn.Sequential(
+        layers = [
             *input_norm_layers(input_norm, in_channels),
             nn.Conv2d(in_channels, 32, kernel_size=5),
             nn.ReLU(inplace=True),
@@ -59,22 +71,18 @@ class LeNetDANN(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
             nn.Flatten(),
-        )
-        self.out_features = _infer_out_features(self.net, in_channels, image_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        ]
+        super().__init__(layers, in_channels, image_size, "lenet_dann")
 
 
-class LeNetDANNBN(nn.Module):
+class LeNetDANNBN(SequentialFeatures):
     """The batch-norm MNIST net most public PyTorch DANN code trains with Adam (e.g.
     fungtion/DANN): conv5x5-64, BN, maxpool 2x2, ReLU; conv5x5-50, BN, Dropout2d(0.5), maxpool
     2x2, ReLU; flatten (50x4x4 = 800 for 28x28). `input_norm="instance"` standardises each image
     first (input_norm_layers)."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 28, input_norm: str = "none"):
-        super().__init__()
-        self.net = nn.Sequential(
+        layers = [
             *input_norm_layers(input_norm, in_channels),
             nn.Conv2d(in_channels, 64, kernel_size=5),
             nn.BatchNorm2d(64),
@@ -86,11 +94,8 @@ class LeNetDANNBN(nn.Module):
             nn.MaxPool2d(2),
             nn.ReLU(inplace=True),
             nn.Flatten(),
-        )
-        self.out_features = _infer_out_features(self.net, in_channels, image_size, "lenet_dann_bn")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        ]
+        super().__init__(layers, in_channels, image_size, "lenet_dann_bn")
 
 
 class GaussianNoise(nn.Module):
@@ -104,7 +109,7 @@ class GaussianNoise(nn.Module):
         return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
 
 
-class DIRTTNet(nn.Module):
+class DIRTTNet(SequentialFeatures):
     """The digit network of VADA / DIRT-T (Shu et al., ICLR 2018; RuiShu/dirt-t,
     codebase/models/nns/small.py, `width=64`; large.py is `width=192`): each image standardised
     (input_norm); three blocks of three conv3x3-`width` + BatchNorm + LeakyReLU(0.1), the first two
@@ -124,23 +129,20 @@ class DIRTTNet(nn.Module):
         dropout: float = 0.5,
         noise: float = 1.0,
     ):
-        super().__init__()
         layers = input_norm_layers(input_norm, in_channels)
+        channels = in_channels
         for block in range(3):
-            for conv in range(3):
-                first = block == 0 and conv == 0
+            for _ in range(3):
                 layers += [
-                    nn.Conv2d(in_channels if first else width, width, 3, padding=1),
+                    nn.Conv2d(channels, width, 3, padding=1),
                     nn.BatchNorm2d(width),
                     nn.LeakyReLU(0.1),
                 ]
+                channels = width
             if block < 2:
                 layers += [nn.MaxPool2d(2), nn.Dropout(dropout), GaussianNoise(noise)]
-        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.out_features = _infer_out_features(self.net, in_channels, image_size, "dirt_t")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        super().__init__(layers, in_channels, image_size, "dirt_t")
 
 
 def conv_relu_pool(
@@ -162,7 +164,7 @@ def conv_relu_pool(
     return blocks
 
 
-class SVHNDANN(nn.Module):
+class SVHNDANN(SequentialFeatures):
     """The paper's SVHN / Syn Numbers feature extractor (JMLR 2016 Fig. 4 / ICML 2015 appendix):
     conv5x5-64, ReLU, maxpool 3x3 stride 2; conv5x5-64, ReLU, maxpool 3x3 stride 2; conv5x5-128,
     ReLU; flatten. The paper's heads: label FC3072-FC2048, domain FC1024-FC1024.
@@ -173,16 +175,12 @@ class SVHNDANN(nn.Module):
     features at 32x32; it needs images of at least 32x32."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, padding: str = "same"):
-        super().__init__()
         layers = [(64, 5, (3, 2)), (64, 5, (3, 2)), (128, 5, None)]
-        self.net = nn.Sequential(*conv_relu_pool(in_channels, layers, padding), nn.Flatten())
-        self.out_features = _infer_out_features(self.net, in_channels, image_size, "svhn_dann")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        features = [*conv_relu_pool(in_channels, layers, padding), nn.Flatten()]
+        super().__init__(features, in_channels, image_size, "svhn_dann")
 
 
-class GTSRBDANN(nn.Module):
+class GTSRBDANN(SequentialFeatures):
     """The paper's Syn Signs / GTSRB feature extractor (JMLR 2016 Fig. 4, 40x40 inputs):
     conv5x5-96, ReLU, maxpool 2x2; conv3x3-144, ReLU, maxpool 2x2; conv5x5-256, ReLU, maxpool
     2x2; flatten. The paper's heads: label FC512, domain FC1024-FC1024.
@@ -192,13 +190,9 @@ class GTSRBDANN(nn.Module):
     arithmetic) gives 256x2x2 = 1024 features at 40x40."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 40, padding: str = "same"):
-        super().__init__()
         layers = [(96, 5, (2, 2)), (144, 3, (2, 2)), (256, 5, (2, 2))]
-        self.net = nn.Sequential(*conv_relu_pool(in_channels, layers, padding), nn.Flatten())
-        self.out_features = _infer_out_features(self.net, in_channels, image_size, "gtsrb_dann")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        features = [*conv_relu_pool(in_channels, layers, padding), nn.Flatten()]
+        super().__init__(features, in_channels, image_size, "gtsrb_dann")
 
 
 class GRUFeatures(nn.Module):
