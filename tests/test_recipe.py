@@ -225,18 +225,32 @@ def test_presets_build_the_recipes_they_name(make_cfg, preset):
         assert datamodule.scale["target"][0].flatten().tolist() == [0.5, 0.5, 0.5]
 
 
-def test_best_im_preset_is_the_best_recipe_with_two_changes(make_cfg):
+def _without_the_im_settings(cfg: dict) -> dict:
+    """The config less the two settings best_im_mnist_to_mnistm adds (norm, input_norm)."""
+    cfg.pop("norm"), cfg["backbone"]["features"].pop("input_norm")
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "base, preset, epochs",
+    [
+        ("best_mnist_to_mnistm", "best_im_mnist_to_mnistm", 100),
+        ("dirt_t_mnist_to_mnistm", "dirt_t_im_mnist_to_mnistm", 30),
+    ],
+)
+def test_im_presets_are_their_base_with_the_im_settings(make_cfg, base, preset, epochs):
     """best_im_mnist_to_mnistm = best_mnist_to_mnistm + AdaBN statistics + instance-normalised
-    input, nothing else (the ablation rows it combines; docs/results.md)."""
-    best = OmegaConf.to_container(make_cfg("experiment=best_mnist_to_mnistm"), resolve=True)
-    im = OmegaConf.to_container(make_cfg("experiment=best_im_mnist_to_mnistm"), resolve=True)
+    input + 100 epochs, nothing else (docs/results.md); its DIRT-T stage
+    dirt_t_im_mnist_to_mnistm = dirt_t_mnist_to_mnistm + the same two settings (30 epochs)."""
+    old = OmegaConf.to_container(make_cfg(f"experiment={base}"), resolve=True)
+    new = OmegaConf.to_container(make_cfg(f"experiment={preset}"), resolve=True)
     adabn = OmegaConf.to_container(make_cfg("norm=adabn").norm)
-    assert best["norm"] != adabn and im["norm"] == adabn
-    assert best["backbone"]["features"]["input_norm"] == "none"
-    assert im["backbone"]["features"]["input_norm"] == "instance"
-    for cfg in (best, im):
-        cfg.pop("norm"), cfg["backbone"]["features"].pop("input_norm")
-    assert im == best
-    _, module, _ = build(make_cfg("experiment=best_im_mnist_to_mnistm"))
+    assert old["norm"] != adabn and new["norm"] == adabn
+    assert old["backbone"]["features"]["input_norm"] == "none"
+    assert new["backbone"]["features"]["input_norm"] == "instance"
+    assert old["trainer"]["max_epochs"] == 30 and new["trainer"]["max_epochs"] == epochs
+    new["trainer"]["max_epochs"] = 30
+    assert _without_the_im_settings(new) == _without_the_im_settings(old)
+    _, module, _ = build(make_cfg(f"experiment={preset}"))
     assert isinstance(module.feature_extractor.net[0], nn.InstanceNorm2d)
     assert module.norm["eval_stats"] == "adabn"
