@@ -41,7 +41,7 @@ from dann.evaluation import ModuleEvaluation
 from dann.losses import DEFAULTS as LOSS_DEFAULTS
 from dann.losses import READ_LOGITS, TermInputs, shared_terms, term_weights
 from dann.methods.base import AdaptationMethod
-from dann.models.heads import mlp_head
+from dann.models.heads import label_classifier
 from dann.models.init import init_weights
 from dann.models.norm import (
     SOURCE,
@@ -84,13 +84,7 @@ class DALightningModule(ModuleOptimizer, ModuleEvaluation, pl.LightningModule):
         self.class_ids = list(label_sets["source"]) if label_sets else list(range(num_classes))
         num_classes = len(self.class_ids)
         outputs = num_classes + int(get_class(method["_target_"]).unknown_output)
-        self.classifier = mlp_head(
-            width,
-            head["hidden"],
-            outputs,
-            head.get("dropout", 0.0),
-            head.get("batch_norm", False),
-        )
+        self.classifier = label_classifier(self.feature_extractor, head, outputs)
         self.method: AdaptationMethod = instantiate(
             method, in_features=width, num_classes=num_classes, _convert_="all"
         )

@@ -3,6 +3,8 @@ backbone. Image backbones (one nn.Sequential each: SequentialFeatures) take `in_
 `image_size`; the sequence backbone (GRUFeatures) takes `input_size`. The ResNets (pretrained
 trunks) live in dann/models/resnet.py."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -40,6 +42,10 @@ class SequentialFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def label_trunk(self) -> tuple[list[nn.Module], int]:
+        """Layers only the label classifier runs on these features (none here), and their width."""
+        return [], self.out_features
 
 
 INPUT_NORMS = ("none", "instance")
@@ -114,11 +120,16 @@ class DIRTTNet(SequentialFeatures):
     codebase/models/nns/small.py, `width=64`; large.py is `width=192`): each image standardised
     (input_norm); three blocks of three conv3x3-`width` + BatchNorm + LeakyReLU(0.1), the first two
     followed by maxpool 2x2, dropout 0.5 and Gaussian noise (std 1), the last by global average
-    pooling: `width` features, which the label head (one Linear in the reference) reads.
+    pooling and the label head (one Linear in the reference).
 
-    Departs from the reference in one place: its domain discriminator reads the second block's
-    output map (`--trim 5`); here both heads read the pooled features, since the framework's heads
-    share one feature vector."""
+    `shared_blocks` is where the network splits into the shared features (what the domain
+    discriminators read) and the label path alone. 2, the reference's default (`--trim 5`): the
+    features are the second block's output map, flattened (width x 7 x 7 at 28x28); the third
+    block and the pooling belong to the label classifier (`label_trunk`). 3: every block is shared
+    and the features are the pooled `width` vector. Both compute the same function of the image
+    for the same weights; they differ in what the discriminators (and feature-level losses) see.
+    A method that builds its own copy of the label head (MDD's adversary) builds it on the
+    features, without the third block."""
 
     def __init__(
         self,
@@ -128,21 +139,41 @@ class DIRTTNet(SequentialFeatures):
         input_norm: str = "instance",
         dropout: float = 0.5,
         noise: float = 1.0,
+        shared_blocks: int = 2,
     ):
+        if shared_blocks not in (2, 3):
+            raise ValueError(f"shared_blocks={shared_blocks}: choose 2 (the reference's) or 3")
         layers = input_norm_layers(input_norm, in_channels)
-        channels = in_channels
-        for block in range(3):
-            for _ in range(3):
-                layers += [
-                    nn.Conv2d(channels, width, 3, padding=1),
-                    nn.BatchNorm2d(width),
-                    nn.LeakyReLU(0.1),
-                ]
-                channels = width
+        for block in range(shared_blocks):
+            layers += conv_bn_leaky_block(in_channels if block == 0 else width, width)
             if block < 2:
                 layers += [nn.MaxPool2d(2), nn.Dropout(dropout), GaussianNoise(noise)]
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        super().__init__(layers, in_channels, image_size, "dirt_t")
+        if shared_blocks == 3:
+            layers += [nn.AdaptiveAvgPool2d(1)]
+        super().__init__([*layers, nn.Flatten()], in_channels, image_size, "dirt_t")
+        self.width, self.shared_blocks = width, shared_blocks
+
+    def label_trunk(self) -> tuple[list[nn.Module], int]:
+        """New layers that only the label classifier runs, between these features and its Linear
+        layers, and their output width: with shared_blocks=2, the third block and the pooling."""
+        if self.shared_blocks == 3:
+            return [], self.out_features
+        side = math.isqrt(self.out_features // self.width)
+        layers = [nn.Unflatten(1, (self.width, side, side))]
+        layers += conv_bn_leaky_block(self.width, self.width)
+        return [*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()], self.width
+
+
+def conv_bn_leaky_block(in_channels: int, width: int) -> list[nn.Module]:
+    """DIRT-T's block: three conv3x3-`width` (padding 1) + BatchNorm + LeakyReLU(0.1)."""
+    layers: list[nn.Module] = []
+    for i in range(3):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.1),
+        ]
+    return layers
 
 
 def conv_relu_pool(

@@ -48,6 +48,18 @@ def mlp_head(
     return nn.Sequential(*layers, nn.Linear(width, out_features))
 
 
+def label_classifier(features: nn.Module, head: dict, out_features: int) -> nn.Sequential:
+    """The label classifier on `features`: the layers the backbone keeps for the label path alone
+    (`label_trunk`, e.g. DIRT-T's third block; none for most backbones), then `mlp_head` with
+    the `head` config's hidden widths, dropout and BatchNorm."""
+    trunk, width = [], features.out_features
+    if hasattr(features, "label_trunk"):  # the image backbones (SequentialFeatures)
+        trunk, width = features.label_trunk()
+    dropout, batch_norm = head.get("dropout", 0.0), head.get("batch_norm", False)
+    mlp = mlp_head(width, head["hidden"], out_features, dropout, batch_norm)
+    return nn.Sequential(*trunk, *mlp)
+
+
 DISCRIMINATOR_NORMS = ("none", "batch", "separate")
 
 
