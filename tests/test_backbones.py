@@ -17,6 +17,7 @@ from dann.models import (
     LeNetDANNBN,
     ResNetFeatures,
 )
+from dann.models.heads import label_classifier
 from dann.models.resnet import hub_weights_file
 from dann.train import build
 
@@ -51,7 +52,8 @@ def pool_shapes(net: nn.Module) -> list[tuple[int, int]]:
     ("option", "overrides", "input_shape", "width"),
     [
         ("lenet_dann_bn", [], (2, 3, 28, 28), 800),
-        ("dirt_t", [], (2, 3, 28, 28), 64),
+        ("dirt_t", [], (2, 3, 28, 28), 64 * 7 * 7),  # the second block's map
+        ("dirt_t", ["backbone.features.shared_blocks=3"], (2, 3, 28, 28), 64),
         ("svhn_dann", ["dataset.image_size=32"], (2, 3, 32, 32), 128 * 7 * 7),
         ("gtsrb_dann", ["dataset.image_size=40"], (2, 3, 40, 40), 256 * 5 * 5),
         ("resnet18", ["backbone.features.pretrained=false"], (2, 3, 32, 32), 256),
@@ -134,7 +136,7 @@ def test_input_norm_instance_ignores_each_images_brightness_and_contrast(net):
 
 def test_dirt_t_net_layers_and_training_noise():
     torch.manual_seed(0)
-    model = DIRTTNet(3, 32, width=192)  # the reference's large.py
+    model = DIRTTNet(3, 32, width=192, shared_blocks=3)  # the reference's large.py
     assert conv_shapes(model) == [(192, 3)] * 9
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 9
     assert pool_shapes(model) == [(2, 2), (2, 2)]
@@ -147,6 +149,36 @@ def test_dirt_t_net_layers_and_training_noise():
     assert not torch.allclose(model(images), model(images))
     quiet = DIRTTNet(3, 32, dropout=0.0, noise=0.0).train()
     assert torch.equal(quiet(images), quiet(images))
+    with pytest.raises(ValueError, match="shared_blocks"):
+        DIRTTNet(3, 32, shared_blocks=1)
+
+
+def test_dirt_t_split_moves_the_third_block_to_the_label_path():
+    """shared_blocks=2 (the reference's --trim 5): the features are the second block's map and
+    the label classifier runs the third block; with the same weights, image -> logits is the
+    same function as with every block shared."""
+    head = {"hidden": [], "dropout": 0.0, "batch_norm": False}
+    torch.manual_seed(0)
+    shared_all = DIRTTNet(3, 28, shared_blocks=3)
+    classifier_all = label_classifier(shared_all, head, 10)
+    split = DIRTTNet(3, 28, shared_blocks=2)
+    classifier_split = label_classifier(split, head, 10)
+    assert split.out_features == 64 * 7 * 7
+    assert conv_shapes(split) == [(64, 3)] * 6 and conv_shapes(classifier_split) == [(64, 3)] * 3
+    assert conv_shapes(classifier_all) == []
+    # the same parameters, in the same order, only split differently between the two parts
+    for source, target in zip(
+        [*shared_all.parameters(), *classifier_all.parameters()],
+        [*split.parameters(), *classifier_split.parameters()],
+        strict=True,
+    ):
+        target.data.copy_(source.data)
+    for model in (shared_all, classifier_all, split, classifier_split):
+        model.eval()
+    images = torch.rand(3, 3, 28, 28)
+    logits = classifier_all(shared_all(images))
+    assert torch.allclose(classifier_split(split(images)), logits, atol=1e-5)
+    assert not torch.allclose(split(images)[:, :64], shared_all(images))
 
 
 def test_paper_net_errors_name_the_fix():
