@@ -157,7 +157,7 @@ class DIRTTNet(SequentialFeatures):
         """New layers that only the label classifier runs, between these features and its Linear
         layers, and their output width: with shared_blocks=2, the third block and the pooling."""
         if self.shared_blocks == 3:
-            return [], self.out_features
+            return super().label_trunk()
         side = math.isqrt(self.out_features // self.width)
         layers = [nn.Unflatten(1, (self.width, side, side))]
         layers += conv_bn_leaky_block(self.width, self.width)
